@@ -1,0 +1,42 @@
+"""What every checkpoint family adapter implements."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+
+from segkit.segmentation import Segmentation
+
+
+class Segmenter(ABC):
+    """Adapter from one checkpoint family to :class:`Segmentation`.
+
+    ``segment`` takes RGB uint8 images of any size (a list, sizes may differ) and returns one
+    Segmentation per image at that image's own size. ``min_score`` lets instance adapters skip
+    pasting masks of detections that would be filtered out anyway (the expensive part).
+    """
+
+    family: str = "?"
+    semantic: bool = False
+    #: how many images one forward pass takes; the pipeline groups frames by this
+    max_batch: int = 1
+
+    def __init__(self, name: str = ""):
+        self.name = name
+
+    @abstractmethod
+    def segment(self, images: Sequence[np.ndarray], min_score: float = 0.0) -> list[Segmentation]:
+        ...
+
+    def segment_one(self, image: np.ndarray, min_score: float = 0.0) -> Segmentation:
+        return self.segment([image], min_score=min_score)[0]
+
+    def close(self) -> None:
+        """Release interpreter/session resources (default: nothing to do)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,171 @@
+"""The one result type every segmenter returns and every sink reads.
+
+Instance models fill ``masks`` / ``boxes`` / ``class_ids`` / ``scores``; semantic models fill
+``probs`` (per-class probability maps) and ``prob_class_ids``. Everything is at the ORIGINAL image
+size, in original-image pixels, with COCO class ids, so sinks never need to know the model family.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from segkit.labels import COCO_CATEGORIES, class_name
+
+
+@dataclass
+class Segmentation:
+    height: int
+    width: int
+    # Instances: masks bool [N,H,W]; boxes float32 [N,4] as x0,y0,x1,y1 in image pixels.
+    masks: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), bool))
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    class_ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    # Semantic: probs float32 [H,W,C] with the class id of each channel in prob_class_ids.
+    probs: np.ndarray | None = None
+    prob_class_ids: tuple[int, ...] = ()
+    label_names: dict[int, str] = field(default_factory=lambda: COCO_CATEGORIES)
+    mask_threshold: float = 0.5  # semantic probability above which a pixel belongs to a class
+
+    def __post_init__(self):
+        if self.masks.size == 0 and self.masks.shape[1:] != (self.height, self.width):
+            self.masks = np.zeros((0, self.height, self.width), bool)
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def is_semantic(self) -> bool:
+        return self.probs is not None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [class_name(c, self.label_names) for c in self.class_ids]
+
+    # -------------------------------------------------------------- filtering
+    def filter(self, classes: set[int] | None = None, threshold: float | None = None,
+               max_instances: int | None = None) -> "Segmentation":
+        """Keep instances of ``classes`` scoring >= ``threshold``, best ``max_instances`` first.
+
+        For semantic results, ``classes`` drops probability channels and ``threshold`` sets the
+        probability above which a pixel counts as the class.
+        """
+        if self.is_semantic:
+            keep = [i for i, c in enumerate(self.prob_class_ids) if classes is None or c in classes]
+            return replace(self, probs=self.probs[..., keep],
+                           prob_class_ids=tuple(self.prob_class_ids[i] for i in keep),
+                           mask_threshold=self.mask_threshold if threshold is None else threshold)
+        keep = np.ones(len(self), bool)
+        if classes is not None:
+            keep &= np.isin(self.class_ids, list(classes))
+        if threshold is not None:
+            keep &= self.scores >= threshold
+        idx = np.flatnonzero(keep)
+        idx = idx[np.argsort(-self.scores[idx], kind="stable")]
+        if max_instances is not None:
+            idx = idx[:max_instances]
+        return replace(self, masks=self.masks[idx], boxes=self.boxes[idx],
+                       class_ids=self.class_ids[idx], scores=self.scores[idx])
+
+    # ----------------------------------------------------------------- masks
+    def class_masks(self) -> list[tuple[int, np.ndarray]]:
+        """(class id, bool mask) per semantic channel."""
+        assert self.probs is not None
+        return [(c, self.probs[..., i] >= self.mask_threshold)
+                for i, c in enumerate(self.prob_class_ids)]
+
+    def foreground(self) -> np.ndarray:
+        """bool [H,W]: the union of every kept instance, or every kept semantic class."""
+        fg = np.zeros((self.height, self.width), bool)
+        if self.is_semantic:
+            for _, m in self.class_masks():
+                fg |= m
+        elif len(self):
+            np.any(self.masks, axis=0, out=fg)
+        return fg
+
+    def as_instances(self) -> "Segmentation":
+        """Semantic maps -> one instance per present class (score = mean probability inside).
+
+        Lets mask PNGs and COCO results JSON treat person models like instance models.
+        """
+        if not self.is_semantic:
+            return self
+        masks, boxes, ids, scores = [], [], [], []
+        for i, (cid, m) in enumerate(self.class_masks()):
+            if not m.any():
+                continue
+            ys, xs = np.nonzero(m)
+            masks.append(m)
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+            ids.append(cid)
+            scores.append(float(self.probs[..., i][m].mean()))
+        if not masks:
+            return Segmentation(self.height, self.width, label_names=self.label_names)
+        return Segmentation(self.height, self.width, masks=np.stack(masks),
+                            boxes=np.asarray(boxes, np.float32),
+                            class_ids=np.asarray(ids, np.int32),
+                            scores=np.asarray(scores, np.float32), label_names=self.label_names)
+
+    # ------------------------------------------------------------ COCO export
+    def to_coco_results(self, image_id: int | str) -> list[dict]:
+        """COCO results format (what ``COCO.loadRes`` reads): bbox xywh + RLE segmentation."""
+        from pycocotools import mask as mask_utils
+
+        inst = self.as_instances()
+        if not len(inst):
+            return []
+        # pycocotools wants Fortran-ordered uint8 [H,W,N].
+        rles = mask_utils.encode(np.asfortranarray(inst.masks.transpose(1, 2, 0).astype(np.uint8)))
+        results = []
+        for rle, box, cid, score in zip(rles, inst.boxes, inst.class_ids, inst.scores):
+            rle["counts"] = rle["counts"].decode("ascii")  # bytes are not JSON
+            x0, y0, x1, y1 = (float(v) for v in box)
+            results.append({"image_id": image_id, "category_id": int(cid),
+                            "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                            "score": round(float(score), 5), "segmentation": rle})
+        return results
+
+
+def paste_masks(box_masks: np.ndarray, boxes: np.ndarray, height: int, width: int,
+                threshold: float = 0.5) -> np.ndarray:
+    """Paste box-relative soft masks [N,m,n] into bool image masks [N,H,W].
+
+    ``boxes`` are x0,y0,x1,y1 in image pixels (continuous coordinates: pixel j covers [j, j+1)).
+    Mask cell u covers [x0 + u*bw/n, x0 + (u+1)*bw/n), so pixel centres are mapped back with one
+    affine warp per box (the vectorised crop-and-resize; no per-pixel Python).
+    """
+    n = len(boxes)
+    out = np.zeros((n, height, width), bool)
+    for i in range(n):
+        x0, y0, x1, y1 = (float(v) for v in boxes[i])
+        bw, bh = x1 - x0, y1 - y0
+        if bw <= 0 or bh <= 0:
+            continue
+        rx0, ry0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
+        rx1, ry1 = min(int(np.ceil(x1)), width), min(int(np.ceil(y1)), height)
+        if rx1 <= rx0 or ry1 <= ry0:
+            continue
+        m = np.ascontiguousarray(box_masks[i], dtype=np.float32)
+        mh, mw = m.shape
+        sx, sy = bw / mw, bh / mh
+        # dst = s * (u + 0.5) + origin - 0.5 - region offset  (centre-to-centre mapping)
+        affine = np.array([[sx, 0, x0 + 0.5 * sx - 0.5 - rx0],
+                           [0, sy, y0 + 0.5 * sy - 0.5 - ry0]], np.float32)
+        region = cv2.warpAffine(m, affine, (rx1 - rx0, ry1 - ry0), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+        # Replicated borders would leak outside the box: clip to the box itself.
+        ys = np.arange(ry0, ry1) + 0.5
+        xs = np.arange(rx0, rx1) + 0.5
+        inside = ((ys >= y0) & (ys <= y1))[:, None] & ((xs >= x0) & (xs <= x1))[None, :]
+        out[i, ry0:ry1, rx0:rx1] = (region >= threshold) & inside
+    return out
+
+
+def normalized_to_pixels(boxes_yxyx: np.ndarray, height: int, width: int) -> np.ndarray:
+    """OD API boxes (normalised ymin,xmin,ymax,xmax) -> x0,y0,x1,y1 image pixels."""
+    b = np.asarray(boxes_yxyx, np.float32).reshape(-1, 4)
+    return np.stack([b[:, 1] * width, b[:, 0] * height, b[:, 3] * width, b[:, 2] * height], axis=1)
