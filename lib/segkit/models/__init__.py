@@ -1,0 +1,115 @@
+"""One loader for every checkpoint family: a zoo name or a path on disk -> a Segmenter.
+
+Each family's module is imported only when needed, so the TFLite path never imports TensorFlow.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from segkit.errors import SegkitError
+from segkit.labels import parse_classes
+from segkit.models.base import Segmenter
+
+FAMILIES = ("od_api_tf2", "od_api_tf1", "garden", "unet", "tflite")
+
+
+def detect_family(path: Path) -> tuple[str, Path]:
+    """Family of a checkpoint on disk, and the exact file/folder the adapter opens.
+
+    Folders are recognised by their layout (OD API exports keep ``saved_model/`` beside
+    ``pipeline.config``; TF1 exports hold ``frozen_inference_graph.pb``); a bare SavedModel is
+    told apart by its serving signature (``input_tensor`` = OD API, ``inputs`` = Model Garden).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SegkitError(f"{p}: no such file or folder")
+    if p.is_file():
+        suffix = p.suffix.lower()
+        if suffix == ".tflite":
+            return "tflite", p
+        if suffix in (".keras", ".h5"):
+            return "unet", p
+        if suffix == ".pb" and p.name != "saved_model.pb":
+            return "od_api_tf1", p
+        if p.name == "saved_model.pb":
+            return detect_family(p.parent)
+        raise SegkitError(f"{p}: not a known checkpoint (.tflite, .keras, frozen .pb or SavedModel folder)")
+    for candidate in ("frozen_inference_graph.pb",):
+        if (p / candidate).is_file():
+            return "od_api_tf1", p / candidate
+    if (p / "saved_model" / "saved_model.pb").is_file():
+        return detect_family(p / "saved_model")
+    if (p / "model.tflite").is_file():
+        return "tflite", p / "model.tflite"
+    if (p / "model.keras").is_file():
+        return "unet", p / "model.keras"
+    if (p / "saved_model.pb").is_file():
+        return _savedmodel_family(p), p
+    raise SegkitError(f"{p}: folder holds no known checkpoint (saved_model.pb, frozen_inference_graph.pb, "
+                      "model.tflite, model.keras)")
+
+
+def _savedmodel_family(path: Path) -> str:
+    """Read the serving signature's input name from saved_model.pb without loading variables."""
+    from tensorflow.core.protobuf import saved_model_pb2  # noqa: the proto ships with TF
+
+    sm = saved_model_pb2.SavedModel()
+    sm.ParseFromString((path / "saved_model.pb").read_bytes())
+    for mg in sm.meta_graphs:
+        sig = mg.signature_def.get("serving_default")
+        if sig is None:
+            continue
+        names = set(sig.inputs)
+        if "input_tensor" in names:
+            return "od_api_tf2"
+        if "inputs" in names:
+            return "garden"
+    raise SegkitError(f"{path}: SavedModel has no serving_default signature taking 'input_tensor' "
+                      "(TF2 OD API) or 'inputs' (Model Garden)")
+
+
+def build_segmenter(family: str, path: Path, name: str = "", spec=None) -> Segmenter:
+    if family == "tflite":
+        from segkit.models.tflite import TFLiteSegmenter
+        classes = _ordered_classes(spec) if spec is not None and spec.classes else [1]
+        return TFLiteSegmenter(path, name, classes=classes,
+                               normalize=(spec.normalize if spec is not None and spec.normalize else "unit"))
+    if family == "unet":
+        from segkit.models.unet import UnetSegmenter
+        return UnetSegmenter(path, name)
+    if family == "od_api_tf2":
+        from segkit.models.od_api import OdApiSavedModel
+        return OdApiSavedModel(path, name)
+    if family == "od_api_tf1":
+        from segkit.models.od_api import OdApiFrozenGraph
+        return OdApiFrozenGraph(path, name)
+    if family == "garden":
+        from segkit.models.garden import GardenSegmenter
+        return GardenSegmenter(path, name)
+    raise SegkitError(f"unknown model family {family!r} (one of {', '.join(FAMILIES)})")
+
+
+def _ordered_classes(spec):
+    # Channel order matters: keep the registry's order rather than a set's.
+    ids = []
+    for c in spec.classes:
+        (cid,) = parse_classes([c])
+        ids.append(cid)
+    return ids
+
+
+def load_segmenter(model: str | None = None, model_path: str | None = None,
+                   download: bool = True, progress: bool = True) -> Segmenter:
+    """``--model NAME`` (zoo) or ``--model-path PATH`` (family detected) -> ready Segmenter."""
+    from segkit import zoo
+
+    if model_path:
+        family, path = detect_family(Path(model_path))
+        # A model folder this project exported carries its own zoo entry (classes, normalisation).
+        spec = zoo.entry_beside(path)
+        return build_segmenter(family, path, name=spec.name if spec else Path(model_path).name, spec=spec)
+
+    registry = zoo.load_registry()
+    spec = registry.get(model or registry.default)
+    path = zoo.resolve(spec, download=download, progress=progress)
+    return build_segmenter(spec.family, path, name=spec.name, spec=spec)

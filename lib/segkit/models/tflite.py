@@ -1,0 +1,86 @@
+"""TFLite person (and other semantic) models, run with LiteRT: no TensorFlow import at all.
+
+Conventions: input float32 [1,S,S,3] RGB, normalised per ``normalize``; output [1,S,S,C]
+probabilities (C=1: sigmoid foreground; C=len(classes)+1: softmax with background first).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from segkit.errors import SegkitError
+from segkit.models.base import Segmenter
+from segkit.segmentation import Segmentation
+
+NORMALIZERS = {
+    "unit": lambda x: x * (1 / 255.0),
+    "minus1_1": lambda x: x * (2 / 255.0) - 1.0,
+    "imagenet": lambda x: (x * (1 / 255.0) - np.array([0.485, 0.456, 0.406], np.float32))
+    / np.array([0.229, 0.224, 0.225], np.float32),
+    "uint8": lambda x: x,
+}
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # LiteRT missing: TensorFlow's (deprecated) copy still works
+        import tensorflow as tf
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+class TFLiteSegmenter(Segmenter):
+    family = "tflite"
+    semantic = True
+
+    def __init__(self, path, name: str = "", classes: Sequence[int] = (1,), normalize: str = "unit",
+                 num_threads: int | None = None):
+        super().__init__(name)
+        if normalize not in NORMALIZERS:
+            raise SegkitError(f"{path}: unknown normalize {normalize!r} (one of {', '.join(NORMALIZERS)})")
+        self.path, self.class_ids = str(path), tuple(int(c) for c in classes)
+        self._norm = NORMALIZERS[normalize]
+        try:
+            # The default XNNPACK delegate must stay on: MediaPipe's custom op
+            # Convolution2DTransposeBias only resolves through it.
+            self._it = _interpreter_class()(model_path=self.path, num_threads=num_threads)
+            self._it.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise SegkitError(f"{path}: cannot load TFLite model ({str(e).splitlines()[0]})") from None
+        inp, out = self._it.get_input_details()[0], self._it.get_output_details()[0]
+        self._in_idx, self._out_idx = inp["index"], out["index"]
+        _, self.in_h, self.in_w, _ = (int(v) for v in inp["shape"])
+        self._in_dtype = inp["dtype"]
+        n_out = int(out["shape"][-1])
+        if n_out == len(self.class_ids) + 1:
+            self._channels = slice(1, None)  # softmax with background first
+        elif n_out == len(self.class_ids):
+            self._channels = slice(None)
+        else:
+            raise SegkitError(f"{path}: model has {n_out} output channels but {len(self.class_ids)} "
+                              "classes were declared")
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        interp = cv2.INTER_AREA if h > self.in_h and w > self.in_w else cv2.INTER_LINEAR
+        x = cv2.resize(image, (self.in_w, self.in_h), interpolation=interp).astype(np.float32)
+        return self._norm(x).astype(self._in_dtype)[None]
+
+    def segment(self, images, min_score: float = 0.0) -> list[Segmentation]:
+        results = []
+        for image in images:
+            self._it.set_tensor(self._in_idx, self.preprocess(image))
+            self._it.invoke()
+            probs = self._it.get_tensor(self._out_idx)[0][..., self._channels]
+            results.append(self.postprocess(probs, image.shape[0], image.shape[1]))
+        return results
+
+    def postprocess(self, probs: np.ndarray, height: int, width: int) -> Segmentation:
+        probs = np.ascontiguousarray(probs, np.float32)
+        full = cv2.resize(probs, (width, height), interpolation=cv2.INTER_LINEAR)
+        if full.ndim == 2:
+            full = full[..., None]
+        return Segmentation(height, width, probs=full, prob_class_ids=self.class_ids)

@@ -1,0 +1,116 @@
+"""The one flow every script runs: source -> segmenter -> filter -> sinks.
+
+Decoding (a thread pool reading ahead) and writing (a thread pool behind) overlap with the model,
+which runs on the calling thread in batches of ``segmenter.max_batch``. Queues are bounded, so
+memory stays flat however many images go through.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, TypeVar
+
+from segkit.errors import InputError
+from segkit.models.base import Segmenter
+from segkit.segmentation import Segmentation
+from segkit.sources import Frame
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class FlowStats:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list[InputError] = field(default_factory=list)
+
+    def summary(self, what: str = "images") -> str:
+        rate = self.done / self.seconds if self.seconds > 0 else 0.0
+        return (f"{self.done} {what} done, {self.skipped} skipped, {self.failed} failed "
+                f"in {self.seconds:.1f} s ({rate:.1f}/s)")
+
+
+def prefetch_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 2,
+                 lookahead: int = 8) -> Iterator[R]:
+    """Ordered ``map(fn, items)`` computed by a thread pool at most ``lookahead`` items ahead."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="segkit-read") as pool:
+        pending: deque[Future] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= lookahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+@dataclass
+class Filter:
+    classes: set[int] | None = None
+    threshold: float | None = None
+    max_instances: int | None = None
+
+    def __call__(self, seg: Segmentation) -> Segmentation:
+        return seg.filter(self.classes, self.threshold, self.max_instances)
+
+
+def run_flow(frames: Iterable[Frame], segmenter: Segmenter,
+             write: Callable[[Frame, Segmentation], object], result_filter: Filter | None = None,
+             on_error: Callable[[Frame, Exception], None] | None = None,
+             progress=None, write_workers: int = 1, max_pending_writes: int = 8) -> FlowStats:
+    """Segment every frame and hand (frame, filtered result) to ``write`` on a writer thread.
+
+    A frame whose decoding failed (``frame.error``), or whose writing fails, is counted as
+    failed and passed to ``on_error``; the run goes on. ``progress`` (a tqdm) is advanced per frame.
+    """
+    stats = FlowStats()
+    t0 = time.perf_counter()
+    result_filter = result_filter or Filter()
+    min_score = result_filter.threshold or 0.0
+    batch: list[Frame] = []
+    pending: deque[tuple[Frame, Future]] = deque()
+
+    def fail(frame: Frame, err: Exception):
+        stats.failed += 1
+        stats.failures.append(err if isinstance(err, InputError) else InputError(frame.path or frame.name, str(err)))
+        if on_error:
+            on_error(frame, err)
+
+    def settle(block_until: int):
+        while len(pending) > block_until:
+            frame, fut = pending.popleft()
+            try:
+                fut.result()
+                stats.done += 1
+            except Exception as e:  # a write failed (disk full, permission): record, go on
+                fail(frame, e)
+            if progress is not None:
+                progress.update(1)
+
+    with ThreadPoolExecutor(write_workers, thread_name_prefix="segkit-write") as writer:
+        def flush():
+            if not batch:
+                return
+            segs = segmenter.segment([f.image for f in batch], min_score=min_score)
+            for frame, seg in zip(batch, segs):
+                pending.append((frame, writer.submit(write, frame, result_filter(seg))))
+            batch.clear()
+            settle(max_pending_writes)
+
+        for frame in frames:
+            if frame.error is not None:
+                fail(frame, frame.error)
+                if progress is not None:
+                    progress.update(1)
+                continue
+            batch.append(frame)
+            if len(batch) >= max(1, segmenter.max_batch):
+                flush()
+        flush()
+        settle(0)
+    stats.seconds = time.perf_counter() - t0
+    return stats

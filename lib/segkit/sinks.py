@@ -1,0 +1,128 @@
+"""Where results go. Every file is written atomically (temp file in the same folder + rename),
+so a run killed at any moment leaves either the complete old state or the complete new file."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from segkit.errors import SegkitError
+from segkit.render import Background, cutout, foreground_alpha, overlay
+from segkit.segmentation import Segmentation
+from segkit.sources import Frame
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def encode_image(image: np.ndarray, ext: str = ".png", quality: int = 95) -> bytes:
+    """RGB / RGBA / gray uint8 -> encoded bytes (OpenCV wants BGR order)."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext.lower() in (".jpg", ".jpeg") else \
+        [cv2.IMWRITE_PNG_COMPRESSION, 1]  # fast compression: encoding must not dominate a run
+    ok, buf = cv2.imencode(ext, image, params)
+    if not ok:
+        raise SegkitError(f"could not encode image as {ext}")
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    path = Path(path)
+    atomic_write_bytes(path, encode_image(image, path.suffix or ".png"))
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, separators=(",", ":")).encode())
+
+
+def coco_image_id(name: str, id_map: dict[str, int] | None = None):
+    """COCO results need the annotation file's image id: looked up by file name when a map is
+    given, else the file stem as an int when it is one (COCO names are zero-padded ids)."""
+    stem = Path(name).name
+    if id_map is not None and stem in id_map:
+        return id_map[stem]
+    return int(stem) if stem.isdigit() else stem
+
+
+@dataclass
+class ImageOutputs:
+    """Per-image files of segment_image / segment_folder, named after the input.
+
+    ``<out>/<name>.png``           overlay (or the cut-out when a background is chosen)
+    ``<out>/<name>_masks/NN_<class>.png``  one 0/255 PNG per instance (--save-masks)
+    """
+
+    out_dir: Path
+    background: Background | None = None
+    save_masks: bool = False
+    save_visual: bool = True
+    alpha: float = 0.5
+    ext: str = ".png"
+
+    def visual_path(self, frame: Frame) -> Path:
+        return self.out_dir / f"{frame.name}{self.ext}"
+
+    def masks_dir(self, frame: Frame) -> Path:
+        return self.out_dir / f"{frame.name}_masks"
+
+    def expected(self, frame: Frame) -> list[Path]:
+        paths = [self.visual_path(frame)] if self.save_visual else []
+        if self.save_masks:
+            paths.append(self.masks_dir(frame))
+        return paths
+
+    def complete(self, frame: Frame) -> bool:
+        """Every output exists; they are only ever created whole, so existing means complete."""
+        return all(p.exists() for p in self.expected(frame))
+
+    def write(self, frame: Frame, seg: Segmentation) -> list[Path]:
+        written = []
+        if self.save_visual:
+            if self.background is not None:
+                vis = cutout(frame.image, foreground_alpha(seg), self.background)
+            else:
+                vis = overlay(frame.image, seg, self.alpha)
+            path = self.visual_path(frame)
+            if self.background is not None and self.background.has_alpha and path.suffix.lower() != ".png":
+                path = path.with_suffix(".png")  # JPEG has no alpha channel
+            write_image(path, vis)
+            written.append(path)
+        if self.save_masks:
+            written.append(self._write_masks(frame, seg.as_instances()))
+        return written
+
+    def _write_masks(self, frame: Frame, inst: Segmentation) -> Path:
+        # Build the folder aside and rename it into place: a folder either is complete or absent.
+        final = self.masks_dir(frame)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        try:
+            for i, (m, cname) in enumerate(zip(inst.masks, inst.class_names)):
+                data = encode_image(m.astype(np.uint8) * 255, ".png")
+                (tmp / f"{i:03d}_{cname.replace(' ', '_')}.png").write_bytes(data)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final

@@ -1,0 +1,141 @@
+"""Where frames come from: image files, folders, globs (videos and cameras live in video.py).
+
+Images are decoded with Pillow because it tells truncated files apart (OpenCV silently returns a
+half-grey picture), applies EXIF orientation, handles 16-bit/grayscale/RGBA/palette modes and
+guards against decompression bombs before decoding.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from segkit.errors import InputError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+#: default pixel limit (a 10k x 10k photo); raise with --max-pixels
+MAX_PIXELS = 100_000_000
+
+
+@dataclass
+class Frame:
+    """One image moving through the flow: RGB uint8 pixels plus where it came from."""
+
+    image: np.ndarray | None
+    name: str                 # output stem, relative to the source root ("sub/dir/photo")
+    path: Path | None = None  # input file (None for video/camera frames)
+    index: int = 0
+    timestamp: float | None = None  # seconds, for video frames
+    error: InputError | None = None  # set instead of image when decoding failed
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to RGB uint8 [H,W,3], oriented as a viewer shows it.
+
+    Raises InputError("<path>: <problem>") for anything that is not a usable image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file")
+    if p.is_dir():
+        raise InputError(p, "is a directory, not an image (segment_folder.py handles folders)")
+    if p.stat().st_size == 0:
+        raise InputError(p, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # we apply our own pixel limit below
+            img = Image.open(p)
+        with img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise InputError(p, f"image is {w}x{h} = {w * h:,} pixels, over the limit of "
+                                    f"{max_pixels:,} (decompression-bomb guard; raise --max-pixels)")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb8(img)
+    except InputError:
+        raise
+    except UnidentifiedImageError:
+        raise InputError(p, "not an image (unknown or unsupported format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        if "truncated" in str(e).lower():
+            raise InputError(p, "truncated image data (file is incomplete)") from None
+        raise InputError(p, f"corrupt image data ({e})") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(p, f"decompression bomb refused ({e})") from None
+
+
+def _to_rgb8(img) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.uint32)
+        # 16-bit data: keep the top 8 bits; 32-bit "I" images are usually 16-bit data too.
+        a = (a >> 8) if a.max(initial=0) > 255 else a
+        a = np.clip(a, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float32)
+        a = (a - a.min()) / max(float(a.max() - a.min()), 1e-6) * 255
+        return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
+    if mode != "RGB":
+        img = img.convert("RGBA" if "transparency" in img.info or mode in ("P", "LA", "PA") else mode)
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def is_glob(spec: str) -> bool:
+    return any(c in spec for c in "*?[")
+
+
+def expand_inputs(specs: Iterable[str], recursive: bool = False,
+                  exts: tuple[str, ...] = IMAGE_EXTS) -> list[tuple[Path, str]]:
+    """Inputs -> sorted (path, output name) pairs.
+
+    A file is taken as given (even with another extension: reading it says what is wrong);
+    a folder gives its images (``recursive``: also in sub-folders, names keep the sub-path so
+    ``a/x.jpg`` and ``b/x.jpg`` never collide); a glob gives what it matches. A path that
+    does not exist is kept so the caller can report it and go on with the others.
+    """
+    out: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+
+    def add(p: Path, name: str):
+        rp = p.resolve()
+        if rp not in seen:
+            seen.add(rp)
+            out.append((p, name))
+
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            for f in sorted(p.glob(pattern)):
+                if f.is_file() and f.suffix.lower() in exts and not f.name.startswith("."):
+                    add(f, str(f.relative_to(p).with_suffix("")))
+        elif is_glob(spec):
+            matches = sorted(glob.glob(spec, recursive=recursive or "**" in spec))
+            root = Path(os.path.commonpath(matches)) if len(matches) > 1 else None
+            for m in matches:
+                f = Path(m)
+                if f.is_file() and f.suffix.lower() in exts:
+                    name = str(f.relative_to(root).with_suffix("")) if root and root.is_dir() else f.stem
+                    add(f, name)
+        else:
+            add(p, p.stem)
+    return out
+
+
+def iter_image_frames(items: list[tuple[Path, str]], max_pixels: int = MAX_PIXELS) -> Iterator[Frame]:
+    """Decode lazily; a bad file yields a Frame with ``error`` set instead of stopping the run."""
+    for i, (path, name) in enumerate(items):
+        try:
+            yield Frame(read_image(path, max_pixels), name, path, i)
+        except InputError as e:
+            yield Frame(None, name, path, i, error=e)
