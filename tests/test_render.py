@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from segkit.errors import UsageError
+from segkit.render import cutout, foreground_alpha, instance_colors, overlay, parse_background
+from segkit.segmentation import Segmentation
+
+
+def _seg(h=60, w=80):
+    masks = np.zeros((2, h, w), bool)
+    masks[0, 10:30, 10:30] = True
+    masks[1, 35:55, 40:70] = True
+    return Segmentation(h, w, masks=masks, boxes=np.array([[10, 10, 30, 30], [40, 35, 70, 55]], np.float32),
+                        class_ids=np.array([1, 18]), scores=np.array([0.9, 0.7], np.float32))
+
+
+def test_colors_are_distinct():
+    c = instance_colors(20).astype(int)
+    d = np.abs(c[:, None] - c[None]).sum(-1) + np.eye(20, dtype=int) * 999
+    assert d.min() > 30
+
+
+def test_overlay_tints_instances_and_leaves_far_background_alone():
+    img = np.full((60, 80, 3), 128, np.uint8)
+    out = overlay(img, _seg(), boxes=False, labels=False)
+    assert (out[20, 20] != 128).any() and (out[45, 55] != 128).any()
+    assert (out[20, 20] != out[45, 55]).any()  # one colour per instance
+    assert (out[5, 75] == 128).all()
+    assert (img == 128).all()  # input untouched
+
+
+def test_semantic_overlay_is_a_tint():
+    probs = np.zeros((60, 80, 1), np.float32)
+    probs[:, :40] = 0.9
+    out = overlay(np.zeros((60, 80, 3), np.uint8), Segmentation(60, 80, probs=probs, prob_class_ids=(1,)))
+    assert out[30, 10].any() and not out[30, 70].any()
+
+
+@pytest.mark.parametrize("spec,pixel", [("white", [255, 255, 255]), ("#00ff00", [0, 255, 0]),
+                                        ("10,20,30", [10, 20, 30]), ("black", [0, 0, 0])])
+def test_cutout_colors(spec, pixel):
+    img = np.full((60, 80, 3), 77, np.uint8)
+    out = cutout(img, _seg().foreground(), parse_background(spec))
+    assert out[0, 0].tolist() == pixel and out[20, 20].tolist() == [77, 77, 77]
+
+
+def test_cutout_transparent_blur_and_image(tmp_path):
+    img = np.random.default_rng(0).integers(0, 255, (60, 80, 3), np.uint8)
+    fg = _seg().foreground()
+    rgba = cutout(img, fg, parse_background("transparent"))
+    assert rgba.shape == (60, 80, 4) and rgba[0, 0, 3] == 0 and rgba[20, 20, 3] == 255
+    blurred = cutout(img, fg, parse_background("blur:5"))
+    assert blurred[0:5, 0:5].std() < img[0:5, 0:5].std() and (blurred[20, 20] == img[20, 20]).all()
+    Image.new("RGB", (16, 9), (1, 2, 3)).save(tmp_path / "bg.png")
+    out = cutout(img, fg, parse_background(str(tmp_path / "bg.png")))
+    assert out[0, 0].tolist() == [1, 2, 3]
+
+
+def test_soft_alpha_is_zero_wherever_the_mask_says_background():
+    probs = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10, 1)
+    seg = Segmentation(10, 10, probs=probs, prob_class_ids=(1,))
+    a = foreground_alpha(seg)
+    assert (a[~seg.foreground()] == 0).all() and (a[seg.foreground()] >= 0.5).all()
+
+
+@pytest.mark.parametrize("bad", ["purpleish", "300,0,0", "no/such/file.png"])
+def test_bad_background_is_a_usage_error(bad):
+    with pytest.raises(UsageError):
+        parse_background(bad)

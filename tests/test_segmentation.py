@@ -1,0 +1,85 @@
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from segkit.segmentation import Segmentation, normalized_to_pixels, paste_masks
+
+
+def iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+@pytest.mark.parametrize("h,w", [(333, 517), (517, 333), (64, 64)])
+def test_pasted_full_mask_fills_exactly_its_box(h, w):
+    box = np.array([[10.0, 20.0, w * 0.6, h * 0.7]], np.float32)
+    got = paste_masks(np.ones((1, 33, 33), np.float32), box, h, w)[0]
+    want = np.zeros((h, w), bool)
+    # a pixel belongs to the box when its centre (j + 0.5) lies inside it
+    want[20:int(np.floor(h * 0.7 + 0.5)), 10:int(np.floor(w * 0.6 + 0.5))] = True
+    assert iou(got, want) >= 0.99
+    assert not got[:20].any() and not got[:, :10].any()
+
+
+def test_shape_survives_box_relative_round_trip():
+    """A drawn ellipse, cropped to its box at 28x28 (like Mask R-CNN heads) and pasted back."""
+    h, w = 333, 517
+    truth = np.zeros((h, w), np.uint8)
+    cv2.ellipse(truth, (260, 170), (150, 90), 25, 0, 360, 1, -1)
+    ys, xs = np.nonzero(truth)
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    small = cv2.resize(truth[y0:y1, x0:x1].astype(np.float32), (28, 28), interpolation=cv2.INTER_AREA)
+    got = paste_masks(small[None], np.array([[x0, y0, x1, y1]], np.float32), h, w)[0]
+    assert iou(got, truth.astype(bool)) >= 0.95
+
+
+def test_boxes_outside_the_image_are_clipped_not_crashing():
+    got = paste_masks(np.ones((2, 15, 15)), np.array([[-50, -50, 10, 10], [600, 600, 700, 700]]), 100, 100)
+    assert got[0, :10, :10].all() and not got[1].any()
+
+
+def test_normalized_to_pixels():
+    px = normalized_to_pixels(np.array([[0.1, 0.2, 0.5, 1.0]]), 200, 100)
+    np.testing.assert_allclose(px, [[20, 20, 100, 100]])
+
+
+def _instances():
+    masks = np.zeros((3, 40, 60), bool)
+    masks[0, 5:15, 5:25] = True
+    masks[1, 20:30, 30:50] = True
+    masks[2, 0:5, 0:5] = True
+    return Segmentation(40, 60, masks=masks,
+                        boxes=np.array([[5, 5, 25, 15], [30, 20, 50, 30], [0, 0, 5, 5]], np.float32),
+                        class_ids=np.array([1, 18, 1], np.int32),
+                        scores=np.array([0.9, 0.8, 0.3], np.float32))
+
+
+def test_filter_by_class_threshold_and_count():
+    seg = _instances()
+    assert list(seg.filter(classes={1}).class_ids) == [1, 1]
+    assert list(seg.filter(threshold=0.5).scores) == pytest.approx([0.9, 0.8])
+    assert seg.filter(max_instances=1).class_names == ["person"]
+    assert seg.filter(classes={18}, threshold=0.85).masks.shape == (0, 40, 60)
+
+
+def test_coco_results_decode_back_to_the_same_masks():
+    seg = _instances()
+    res = seg.to_coco_results(image_id=7)
+    assert [r["category_id"] for r in res] == [1, 18, 1]
+    assert res[1]["bbox"] == [30.0, 20.0, 20.0, 10.0]
+    assert isinstance(res[0]["segmentation"]["counts"], str)
+    for r, m in zip(res, seg.masks):
+        assert (mask_utils.decode(r["segmentation"]).astype(bool) == m).all()
+
+
+def test_semantic_result_becomes_one_instance_per_present_class():
+    probs = np.zeros((40, 60, 1), np.float32)
+    probs[10:20, 10:30] = 0.9
+    seg = Segmentation(40, 60, probs=probs, prob_class_ids=(1,))
+    inst = seg.as_instances()
+    assert len(inst) == 1 and inst.class_ids[0] == 1
+    assert list(inst.boxes[0]) == [10, 10, 30, 20]
+    assert inst.scores[0] == pytest.approx(0.9)
+    assert seg.foreground().sum() == 200
+    assert seg.filter(threshold=0.95).foreground().sum() == 0
+    assert len(seg.filter(classes={18}).as_instances()) == 0

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from segkit.render import parse_background
+from segkit.segmentation import Segmentation
+from segkit.sinks import ImageOutputs, atomic_write_bytes, coco_image_id
+from segkit.sources import Frame
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    atomic_write_bytes(target, b"old")
+
+    with pytest.raises(TypeError):
+        atomic_write_bytes(target, object())  # write() fails mid-way
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]  # no temp file left
+
+
+def test_image_outputs_write_complete_set(tmp_path):
+    img = np.full((20, 30, 3), 50, np.uint8)
+    masks = np.zeros((1, 20, 30), bool)
+    masks[0, 5:10, 5:15] = True
+    seg = Segmentation(20, 30, masks=masks, boxes=np.array([[5, 5, 15, 10]], np.float32),
+                       class_ids=np.array([18]), scores=np.array([0.9], np.float32))
+    outs = ImageOutputs(tmp_path, parse_background("transparent"), save_masks=True)
+    frame = Frame(img, "sub/pic")
+    assert not outs.complete(frame)
+    written = outs.write(frame, seg)
+    assert outs.complete(frame)
+    assert Image.open(written[0]).mode == "RGBA"
+    mask_files = sorted((tmp_path / "sub" / "pic_masks").iterdir())
+    assert [m.name for m in mask_files] == ["000_dog.png"]
+    assert np.asarray(Image.open(mask_files[0])).sum() == 50 * 255
+
+
+def test_coco_image_id_from_stem_or_map():
+    assert coco_image_id("000000519208") == 519208
+    assert coco_image_id("holiday") == "holiday"
+    assert coco_image_id("x/000000000001", {"000000000001": 42}) == 42
