@@ -1,0 +1,150 @@
+"""Export a trained segmentation model into ``model_zoo/NAME/`` in one atomic step.
+
+Writes ``model.keras`` (for further training and the unet adapter), ``saved_model/`` (serving),
+float32 ``model.tflite`` (the fast LiteRT path the zoo entry points at), ``zoo.yaml`` (one
+registry entry merged into model_zoo/zoo.yaml) and ``metrics.json``. Everything is built in a
+temporary sibling folder, checked (the TFLite model must agree with Keras), then renamed into
+place, so a crash never leaves a half-written model behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+#: TFLite vs Keras on the same input: float32 both, only op-order round-off differs.
+TFLITE_TOLERANCE = 1e-3
+
+
+def tflite_predict(tflite_path: str | Path, images: np.ndarray) -> np.ndarray:
+    """Run ``model.tflite`` image by image with the LiteRT interpreter (what inference uses)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite_path))
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    if list(inp["shape"][1:]) != list(images.shape[1:]):
+        raise ValueError(f"{tflite_path}: input {inp['shape']} does not take {images.shape}")
+    interpreter.resize_tensor_input(inp["index"], [1, *images.shape[1:]])
+    interpreter.allocate_tensors()
+    results = []
+    for image in images:
+        interpreter.set_tensor(inp["index"], image[None].astype(np.float32))
+        interpreter.invoke()
+        results.append(interpreter.get_tensor(out["index"])[0])
+    return np.stack(results)
+
+
+def convert_tflite(saved_model_dir: str | Path) -> bytes:
+    """Float32 TFLite flatbuffer from a SavedModel (no quantization: same numbers as Keras)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    return converter.convert()
+
+
+def zoo_entry(name: str, *, description: str, input_size: int, classes: list[str],
+              tflite_sha256: str, tflite_bytes: int, normalize: str = "unit") -> dict:
+    """The registry entry: family tflite so the fast LiteRT path is the default, keras beside."""
+    return {
+        "family": "tflite",
+        "task": "semantic",
+        "description": description,
+        "file": f"{name}/model.tflite",
+        "bundled": True,
+        "sha256": tflite_sha256,
+        "size_bytes": tflite_bytes,
+        "input_size": [input_size, input_size],
+        "classes": list(classes),
+        "normalize": normalize,
+        # Same network for the unet adapter (batching, further training): family unet.
+        "keras_file": f"{name}/model.keras",
+        "keras_family": "unet",
+        "metrics_file": f"{name}/metrics.json",
+    }
+
+
+def export_model(model, out_dir: str | Path, *, classes: list[str], metrics: dict,
+                 description: str, check_images: np.ndarray | None = None,
+                 extra_files: dict[str, str | Path] | None = None, tflite: bool = True) -> dict:
+    """Write the export folder atomically; returns the metrics dict as written.
+
+    ``check_images`` (float32 [N,S,S,3] in 0..1, real validation images preferably) are run
+    through Keras and TFLite: the export fails if they disagree by more than TFLITE_TOLERANCE.
+    """
+    import yaml
+
+    out_dir = Path(out_dir)
+    name = out_dir.name
+    size = int(model.input_shape[1])
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_dir.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is an ordinary folder
+    try:
+        model.save(tmp / "model.keras")
+        model.export(str(tmp / "saved_model"), format="tf_saved_model", verbose=False)
+        metrics = dict(metrics)
+        entry_extra = {}
+        if tflite:
+            flatbuffer = convert_tflite(tmp / "saved_model")
+            (tmp / "model.tflite").write_bytes(flatbuffer)
+            if check_images is None:
+                check_images = np.random.default_rng(0).random((2, size, size, 3), np.float32)
+            keras_out = np.asarray(model.predict(check_images, verbose=0))
+            diff = float(np.abs(tflite_predict(tmp / "model.tflite", check_images)
+                                - keras_out).max())
+            if not diff <= TFLITE_TOLERANCE:
+                raise RuntimeError(f"{out_dir}: TFLite export disagrees with Keras "
+                                   f"(max abs diff {diff:.3g} > {TFLITE_TOLERANCE})")
+            metrics["tflite_max_abs_diff"] = diff
+            entry_extra = {"tflite_sha256": hashlib.sha256(flatbuffer).hexdigest(),
+                           "tflite_bytes": len(flatbuffer)}
+        for dest, src in (extra_files or {}).items():
+            if Path(src).is_file():
+                shutil.copyfile(src, tmp / dest)
+        metrics.update({"classes": list(classes), "input_size": [size, size],
+                        "normalize": "unit"})
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable) + "\n")
+        if tflite:
+            entry = zoo_entry(name, description=description, input_size=size, classes=classes,
+                              tflite_sha256=entry_extra["tflite_sha256"],
+                              tflite_bytes=entry_extra["tflite_bytes"])
+        else:  # Keras only (tests, or a model TFLite cannot convert): the unet adapter opens it.
+            entry = {"family": "unet", "task": "semantic", "description": description,
+                     "file": f"{name}/model.keras", "bundled": True,
+                     "input_size": [size, size], "classes": list(classes), "normalize": "unit",
+                     "metrics_file": f"{name}/metrics.json"}
+        header = ("# Written by bin/train_person_unet.py (lib/segkit/train/export.py); merged into "
+                  "model_zoo/zoo.yaml by the registry.\n")
+        (tmp / "zoo.yaml").write_text(header + yaml.safe_dump({"models": {name: entry}},
+                                                               sort_keys=False))
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return metrics
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by ``tmp``: rename the old one aside first, so there is never a moment
+    with a half-written folder under the final name."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / out_dir.name)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

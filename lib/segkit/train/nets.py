@@ -1,0 +1,139 @@
+"""Segmentation networks: U-Net over a keras.applications encoder, and a shallow baseline.
+
+Every model takes RGB float32 in 0..1 (``normalize: unit`` in the zoo) and does the encoder's own
+preprocessing inside the graph, so the Keras, SavedModel and TFLite exports are fed the same way.
+Output: one sigmoid channel for a binary mask, or ``num_classes`` softmax channels.
+"""
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import layers
+
+ENCODERS = ("mobilenetv2", "vgg16", "shallow")
+
+# Encoder feature maps the decoder concatenates, deepest first (strides 16, 8, 4, 2[, 1]).
+_SKIPS = {
+    "mobilenetv2": ("block_13_expand_relu", "block_6_expand_relu", "block_3_expand_relu",
+                    "block_1_expand_relu"),
+    "vgg16": ("block5_conv3", "block4_conv3", "block3_conv3", "block2_conv2", "block1_conv2"),
+}
+_BOTTLENECK = {"mobilenetv2": "out_relu", "vgg16": "block5_pool"}
+_DECODER_FILTERS = (256, 128, 64, 32, 16)
+
+
+def imagenet_weights_file(encoder: str, input_size: int) -> str:
+    """File name keras.applications looks up in its cache (~/.keras/models/) for no-top weights."""
+    if encoder == "mobilenetv2":
+        rows = input_size if input_size in (96, 128, 160, 192, 224) else 224
+        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+    if encoder == "vgg16":
+        return "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    raise ValueError(f"encoder {encoder!r} has no ImageNet weights (use --encoder-weights none)")
+
+
+def _encoder_weights(encoder: str, input_size: int, weights: str | None) -> str | None:
+    """None, or 'imagenet' when the file is already cached: fail fast instead of downloading."""
+    if weights in (None, "none", ""):
+        return None
+    if weights != "imagenet":
+        if not os.path.isfile(weights):
+            raise ValueError(f"--encoder-weights {weights}: no such file")
+        return weights
+    from keras.src.backend.config import keras_home  # where get_file caches downloads
+
+    path = os.path.join(os.path.expanduser(keras_home()), "models",
+                        imagenet_weights_file(encoder, input_size))
+    if not os.path.isfile(path):
+        raise ValueError(f"ImageNet weights for {encoder} not found at {path} and cannot be "
+                         "downloaded here; copy the file there or train from scratch "
+                         "(--encoder-weights none)")
+    return "imagenet"
+
+
+@keras.saving.register_keras_serializable(package="segkit")
+class ReverseChannels(layers.Layer):
+    """RGB <-> BGR (a registered layer, not a Lambda, so model.keras loads in safe mode)."""
+
+    def call(self, x):
+        return keras.ops.flip(x, axis=-1)
+
+
+def _conv_bn_relu(x, filters: int, name: str, dilation: int = 1, strides: int = 1):
+    x = layers.Conv2D(filters, 3, padding="same", strides=strides, dilation_rate=dilation,
+                      use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _head(x, num_classes: int):
+    channels = 1 if num_classes <= 2 else num_classes
+    activation = "sigmoid" if channels == 1 else "softmax"
+    x = layers.Conv2D(channels, 3, padding="same", name="logits")(x)
+    # float32 output even under mixed precision: probabilities are compared and exported.
+    return layers.Activation(activation, dtype="float32", name="probs")(x)
+
+
+def _preprocess(inputs, encoder: str):
+    """Unit RGB -> what the encoder was trained on (ImageNet weights care; scratch is harmless)."""
+    if encoder == "mobilenetv2":
+        return layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(inputs)
+    if encoder == "vgg16":
+        # caffe mode: BGR, 0..255, minus the ImageNet channel means.
+        x = ReverseChannels(name="rgb_to_bgr")(inputs)
+        return layers.Normalization(mean=[103.939 / 255, 116.779 / 255, 123.68 / 255],
+                                    variance=[1 / 255.0**2] * 3, name="caffe_mean")(x)
+    return inputs
+
+
+def build_unet(encoder: str = "mobilenetv2", input_size: int = 256, num_classes: int = 2,
+               encoder_weights: str | None = None) -> keras.Model:
+    """U-Net with a keras.applications encoder, or the ``shallow`` baseline.
+
+    ``num_classes`` counts classes in the mask including background: 2 -> one sigmoid channel.
+    """
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r} (choose from {', '.join(ENCODERS)})")
+    if encoder == "shallow":
+        if encoder_weights not in (None, "none", ""):
+            raise ValueError("the shallow encoder has no pretrained weights")
+        return build_shallow(input_size, num_classes)
+    if input_size % 32:
+        raise ValueError(f"--image-size {input_size}: U-Net encoders need a multiple of 32")
+    weights = _encoder_weights(encoder, input_size, encoder_weights)
+
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = _preprocess(inputs, encoder)
+    if encoder == "mobilenetv2":
+        backbone = keras.applications.MobileNetV2(input_tensor=x, include_top=False,
+                                                  weights=weights)
+    else:
+        backbone = keras.applications.VGG16(input_tensor=x, include_top=False, weights=weights)
+
+    x = backbone.get_layer(_BOTTLENECK[encoder]).output
+    skips = [backbone.get_layer(n).output for n in _SKIPS[encoder]]
+    for i, filters in enumerate(_DECODER_FILTERS):
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"dec{i}_up")(x)
+        if i < len(skips):
+            x = layers.Concatenate(name=f"dec{i}_cat")([x, skips[i]])
+        x = _conv_bn_relu(x, filters, f"dec{i}_a")
+        x = _conv_bn_relu(x, filters, f"dec{i}_b")
+    return keras.Model(inputs, _head(x, num_classes), name=f"unet_{encoder}")
+
+
+def build_shallow(input_size: int = 256, num_classes: int = 2) -> keras.Model:
+    """A small plain conv net (stride 4, a dilated context layer, bilinear upsampling).
+
+    The baseline every U-Net must beat; also what the tests train because it is cheap.
+    """
+    if input_size % 4:
+        raise ValueError(f"--image-size {input_size}: the shallow net needs a multiple of 4")
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = _conv_bn_relu(inputs, 16, "s1", strides=2)
+    x = _conv_bn_relu(x, 32, "s2", strides=2)
+    x = _conv_bn_relu(x, 32, "s3")
+    x = _conv_bn_relu(x, 32, "s4", dilation=2)
+    x = _conv_bn_relu(x, 32, "s5", dilation=4)
+    x = layers.UpSampling2D(4, interpolation="bilinear", name="up")(x)
+    return keras.Model(inputs, _head(x, num_classes), name="shallow")
