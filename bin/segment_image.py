@@ -10,12 +10,11 @@ from pathlib import Path
 
 from segkit import cli
 from segkit.config import apply_config
-from segkit.errors import UsageError
+from segkit.errors import InputError, UsageError
 from segkit.pipeline import prefetch_map, run_flow
 from segkit.render import parse_background
 from segkit.sinks import ImageOutputs, coco_image_id, write_json
 from segkit.sources import IMAGE_EXTS, MAX_PIXELS, Frame, expand_inputs, read_image
-from segkit.errors import InputError
 
 EPILOG = """examples:
   segment_image.py -i images/person.jpg                       # person model, overlay into segmented_images/
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     apply_config(parser, argv)
     args = parser.parse_args(argv)
-    items = expand_inputs(args.input)
+    items = expand_inputs(args.input, folders=False)
     if not items:
         raise UsageError(f"no images match {' '.join(args.input)}")
     inputs = {p.resolve() for p, _ in items}

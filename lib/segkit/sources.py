@@ -95,13 +95,14 @@ def is_glob(spec: str) -> bool:
 
 
 def expand_inputs(specs: Iterable[str], recursive: bool = False,
-                  exts: tuple[str, ...] = IMAGE_EXTS) -> list[tuple[Path, str]]:
+                  exts: tuple[str, ...] = IMAGE_EXTS, folders: bool = True) -> list[tuple[Path, str]]:
     """Inputs -> sorted (path, output name) pairs.
 
     A file is taken as given (even with another extension: reading it says what is wrong);
     a folder gives its images (``recursive``: also in sub-folders, names keep the sub-path so
     ``a/x.jpg`` and ``b/x.jpg`` never collide); a glob gives what it matches. A path that
-    does not exist is kept so the caller can report it and go on with the others.
+    does not exist is kept so the caller can report it and go on with the others; so is a
+    folder when ``folders`` is False (segment_image reports it instead of walking it).
     """
     out: list[tuple[Path, str]] = []
     seen: set[Path] = set()
@@ -114,7 +115,7 @@ def expand_inputs(specs: Iterable[str], recursive: bool = False,
 
     for spec in specs:
         p = Path(spec)
-        if p.is_dir():
+        if p.is_dir() and folders:
             pattern = "**/*" if recursive else "*"
             for f in sorted(p.glob(pattern)):
                 if f.is_file() and f.suffix.lower() in exts and not f.name.startswith("."):

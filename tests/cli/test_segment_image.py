@@ -1,0 +1,133 @@
+"""segment_image.py as a user runs it: a subprocess per call, outputs checked on disk."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+SAMPLE = "images/000000519208.jpg"
+
+
+def run(repo, *args, cwd=None):
+    return subprocess.run([sys.executable, str(repo / "bin" / "segment_image.py"), *args],
+                          capture_output=True, text=True, cwd=cwd or repo, env=_env())
+
+
+def _env():
+    import os
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    env.pop("WAYLAND_DISPLAY", None)
+    return env
+
+
+def test_default_run_writes_an_overlay(repo, tmp_path):
+    r = run(repo, "-i", SAMPLE, "-o", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    out = np.asarray(Image.open(tmp_path / "000000519208.png"))
+    src = np.asarray(Image.open(repo / SAMPLE))
+    assert out.shape == src.shape
+    assert np.abs(out[350, 540].astype(int) - src[350, 540]).sum() > 20  # person tinted
+    assert np.abs(out[200, 60].astype(int) - src[200, 60]).sum() < 10   # elephant untouched
+    assert "1 images done, 0 skipped, 0 failed" in r.stdout
+
+
+def test_single_output_file_transparent_cutout_and_masks(repo, tmp_path):
+    target = tmp_path / "cut.png"
+    r = run(repo, "-i", SAMPLE, "-o", str(target), "--background", "transparent", "--save-masks")
+    assert r.returncode == 0, r.stderr
+    rgba = np.asarray(Image.open(target))
+    assert rgba.shape == (406, 640, 4) and rgba[200, 60, 3] == 0 and rgba[350, 540, 3] == 255
+    masks = list((tmp_path / "cut_masks").iterdir())
+    assert [m.name for m in masks] == ["000_person.png"]
+
+
+def test_json_is_loadable_by_coco_loadres(repo, tmp_path):
+    r = run(repo, "-i", SAMPLE, "-o", str(tmp_path), "--json", "--no-visual")
+    assert r.returncode == 0, r.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results[0]["image_id"] == 519208 and results[0]["category_id"] == 1
+    gt = COCO()
+    gt.dataset = {"images": [{"id": 519208, "width": 640, "height": 406}],
+                  "categories": [{"id": 1, "name": "person"}], "annotations": []}
+    gt.createIndex()
+    dt = gt.loadRes(str(tmp_path / "results.json"))
+    assert dt.annToMask(dt.loadAnns(dt.getAnnIds())[0])[350, 540] == 1
+
+
+def test_bad_inputs_are_named_on_one_line_and_the_rest_still_done(repo, tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not a jpeg")
+    data = (repo / SAMPLE).read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    out = tmp_path / "out"
+    r = run(repo, "-i", str(tmp_path / "empty.jpg"), "-i", str(tmp_path / "text.jpg"), "-i", str(tmp_path / "cut.jpg"),
+            "-i", str(tmp_path / "missing.jpg"), "-i", str(tmp_path), "-i", SAMPLE, "-o", str(out))
+    assert r.returncode == 3
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("segkit: error:")]
+    assert len(errors) == 5
+    for name, problem in [("empty.jpg", "empty file"), ("text.jpg", "not an image"), ("cut.jpg", "truncated"),
+                          ("missing.jpg", "no such file"), (tmp_path.name, "is a directory")]:
+        assert any(name in e and problem in e for e in errors), (name, errors)
+    assert (out / "000000519208.png").is_file()
+
+
+def test_all_inputs_bad_exit_1(repo, tmp_path):
+    r = run(repo, "-i", str(tmp_path / "missing.jpg"), "-o", str(tmp_path))
+    assert r.returncode == 1 and "no such file" in r.stderr
+
+
+def test_never_writes_over_an_input(repo, tmp_path):
+    src = tmp_path / "photo.png"
+    Image.open(repo / SAMPLE).save(src)
+    before = src.read_bytes()
+    r = run(repo, "-i", str(src), "-o", str(src))
+    assert r.returncode == 2 and "overwrite an input" in r.stderr
+    r = run(repo, "-i", str(src), "-o", str(tmp_path))
+    assert r.returncode == 2
+    assert src.read_bytes() == before
+
+
+def test_unknown_class_name_suggests_close_matches(repo, tmp_path):
+    r = run(repo, "-i", SAMPLE, "-o", str(tmp_path), "--classes", "persn")
+    assert r.returncode == 2 and "did you mean 'person'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_class_filter_that_excludes_person_leaves_the_image_untouched(repo, tmp_path):
+    r = run(repo, "-i", SAMPLE, "-o", str(tmp_path), "--classes", "dog")
+    assert r.returncode == 0, r.stderr
+    out = np.asarray(Image.open(tmp_path / "000000519208.png")).astype(int)
+    src = np.asarray(Image.open(repo / SAMPLE)).astype(int)
+    assert np.abs(out - src).max() <= 3  # only PNG-vs-JPEG decoding noise
+
+
+def test_show_without_display_is_a_note_not_a_crash(repo, tmp_path):
+    r = run(repo, "-i", SAMPLE, "-o", str(tmp_path), "--show")
+    assert r.returncode == 0 and "no display" in r.stdout
+
+
+def test_exif_rotated_input_comes_out_as_the_viewer_shows_it(repo, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(repo / SAMPLE).save(tmp_path / "rot.jpg", exif=exif)
+    r = run(repo, "-i", str(tmp_path / "rot.jpg"), "-o", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "o" / "rot.png").size == (406, 640)
+
+
+def test_unknown_model_and_bad_model_path(repo, tmp_path):
+    r = run(repo, "-i", SAMPLE, "-o", str(tmp_path), "--model", "selfie_segmentaton")
+    assert r.returncode != 0 and "selfie_segmentation" in r.stderr and "Traceback" not in r.stderr
+    bogus = tmp_path / "model.tflite"
+    bogus.write_bytes(b"not a flatbuffer")
+    r = run(repo, "-i", SAMPLE, "-o", str(tmp_path), "--model-path", str(bogus))
+    assert r.returncode == 1 and "model.tflite" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_explains(repo):
+    r = run(repo, "--help")
+    assert r.returncode == 0 and "--background" in r.stdout and "exit codes" in r.stdout

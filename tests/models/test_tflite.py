@@ -1,0 +1,38 @@
+"""The one real pretrained model here: MediaPipe's selfie segmentation, run through LiteRT."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from segkit.models import load_segmenter
+from segkit.sources import read_image
+
+
+@pytest.fixture(scope="module")
+def selfie():
+    return load_segmenter("selfie_segmentation", download=False)
+
+
+def test_segments_the_person_in_a_shipped_photo(selfie, repo):
+    img = read_image(repo / "images" / "000000519208.jpg")  # keeper (right) beside an elephant (left)
+    seg = selfie.segment_one(img)
+    assert seg.is_semantic and seg.probs.shape == (406, 640, 1) and seg.prob_class_ids == (1,)
+    fg = seg.foreground()
+    # Known person: his green jumper (lower right); known non-person: the elephant's eye/trunk (left).
+    assert fg[300:400, 480:600].mean() > 0.95
+    assert fg[100:300, 0:150].mean() < 0.02
+    assert 0.2 < fg.mean() < 0.5
+
+
+def test_result_has_the_original_size_for_odd_shapes(selfie):
+    seg = selfie.segment_one(np.zeros((333, 517, 3), np.uint8))
+    assert seg.probs.shape == (333, 517, 1) and seg.probs.dtype == np.float32
+
+
+def test_person_path_does_not_import_tensorflow(repo):
+    code = ("import sys; from segkit.models import load_segmenter; import numpy as np; "
+            "s = load_segmenter('selfie_segmentation', download=False); s.segment_one(np.zeros((64,64,3),np.uint8)); "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=True)
+    assert out.stdout.strip() == "False"
