@@ -34,6 +34,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from segkit.errors import SegkitError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ZOO_ROOT = REPO_ROOT / "model_zoo"
 REGISTRY_FILE = "zoo.yaml"
@@ -51,8 +53,14 @@ _KNOWN_KEYS = {"family", "task", "file", "source", "sha256", "bundled", "input_s
                "labels", "normalize", "description", "license"}
 
 
-class ZooError(ValueError):
-    """A model-zoo problem the user can act on; the message is one line."""
+class ZooError(SegkitError, ValueError):
+    """A model-zoo problem the user can act on; the message is one line (scripts exit 1)."""
+
+
+class UnknownModelError(ZooError):
+    """A model name that is not in the registry: a usage error (scripts exit 2)."""
+
+    exit_code = 2
 
 
 class DownloadError(ZooError):
@@ -112,7 +120,7 @@ class Registry:
         except KeyError:
             close = _close_names(name, list(self._specs))
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ZooError(f"unknown model '{name}'{hint} (see `bin/fetch_model.py --list`)") from None
+            raise UnknownModelError(f"unknown model '{name}'{hint} (see `bin/fetch_model.py --list`)") from None
 
     def names(self) -> list[str]:
         return list(self._specs)
@@ -151,11 +159,7 @@ def load_registry(path: Path | str | None = None) -> Registry:
     origins: dict[str, Path] = {}
     sources = [(path, doc["models"])]
     for extra_path in sorted(root.glob(f"*/{REGISTRY_FILE}")):
-        extra = _read_yaml(extra_path)
-        entries = extra.get("models", extra) if isinstance(extra, dict) else None
-        if not isinstance(entries, dict):
-            raise ZooError(f"{extra_path}: expected 'models: {{name: entry}}' or '{{name: entry}}'")
-        sources.append((extra_path, entries))
+        sources.append((extra_path, _folder_entries(extra_path)))
     for origin, entries in sources:
         for name, entry in entries.items():
             name = str(name)
@@ -167,6 +171,39 @@ def load_registry(path: Path | str | None = None) -> Registry:
     if default is not None and default not in specs:
         raise ZooError(f"{path}: default_model '{default}' is not one of the models")
     return Registry(specs, default, path)
+
+
+def _folder_entries(path: Path) -> dict:
+    """Entries of a model folder's own zoo.yaml (written by the training export).
+
+    Accepted shapes: the registry's ``models: {name: entry}``, a bare ``{name: entry}``, or one flat
+    entry (``family:`` at the top; its name is ``name:`` or the folder's name).
+    """
+    doc = _read_yaml(path)
+    if isinstance(doc, dict) and "family" in doc:
+        entry = dict(doc)
+        return {str(entry.pop("name", path.parent.name)): entry}
+    entries = doc.get("models", doc) if isinstance(doc, dict) else None
+    if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+        raise ZooError(f"{path}: expected 'models: {{name: entry}}', '{{name: entry}}' or one entry")
+    return entries
+
+
+def entry_beside(path: Path | str) -> ModelSpec | None:
+    """The zoo entry a model folder carries (``zoo.yaml`` in it or beside the file), else None.
+
+    Lets ``--model-path`` on an exported model pick up its classes and normalisation.
+    """
+    path = Path(path)
+    for folder in ([path] if path.is_dir() else []) + [path.parent]:
+        candidate = folder / REGISTRY_FILE
+        if candidate.is_file():
+            entries = _folder_entries(candidate)
+            if len(entries) != 1:  # a whole registry (e.g. model_zoo/zoo.yaml), not a model's own entry
+                return None
+            (name, entry), = entries.items()
+            return _spec_from_entry(str(name), entry, candidate, folder.parent)
+    return None
 
 
 def _read_yaml(path: Path) -> Any:
