@@ -24,6 +24,7 @@ import stat
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -356,8 +357,6 @@ def fetch(spec: ModelSpec, progress: bool = True, force: bool = False) -> Path:
 
 def _remove_stale_leftovers(max_age_s: float = 24 * 3600) -> None:
     """Delete temp files/folders of runs that were killed (old enough not to be in flight)."""
-    import time
-
     now = time.time()
     for p in model_dir().iterdir():
         if not p.name.endswith((".part", ".tmp", ".old")):
