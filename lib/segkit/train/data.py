@@ -226,18 +226,3 @@ class _quiet:
 
     def __exit__(self, *exc):
         self._redirect.__exit__(*exc)
-
-
-def coco_paths(root: str | Path, split: str) -> tuple[Path, Path]:
-    """(annotation file, image folder) of a standard COCO layout."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"{root}: COCO root folder not found")
-    ann = root / "annotations" / f"instances_{split}.json"
-    if not ann.is_file():
-        raise ValueError(f"{root}: no annotations/instances_{split}.json inside")
-    images = root / split
-    if not images.is_dir():
-        raise ValueError(f"{root}: no {split}/ image folder inside")
-    return ann, images
-

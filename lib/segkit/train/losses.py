@@ -102,7 +102,7 @@ class SumLoss(_Composable, keras.losses.Loss):
             else:
                 flat.append(loss)
                 flat_w.append(float(w))
-        name = name or "+".join(l.name for l in flat)
+        name = name or "_plus_".join(l.name for l in flat)
         super().__init__(name=name, **kwargs)
         self.losses, self.weights = flat, flat_w
 
