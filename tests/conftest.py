@@ -36,3 +36,22 @@ def coco_val():
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+# ------------------------------------------------------------------ fixture models (built once)
+# Test doubles with the exact published interfaces of each checkpoint family, NOT trained
+# models: see the docstrings in tests/fixtures/.
+@pytest.fixture(scope="session")
+def tf2_model_dir(tmp_path_factory):
+    """TF2 OD API-style export folder: <dir>/saved_model/ (a shape finder, 33x33 masks)."""
+    from fixtures.od_api_models import build_shape_finder_tf2_savedmodel
+
+    return build_shape_finder_tf2_savedmodel(tmp_path_factory.mktemp("od_tf2") / "saved_model")
+
+
+@pytest.fixture(scope="session")
+def tf1_graph_file(tmp_path_factory):
+    """TF1 OD API-style frozen_inference_graph.pb (a shape finder, 15x15 masks)."""
+    from fixtures.od_api_models import build_shape_finder_tf1_frozen_graph
+
+    return build_shape_finder_tf1_frozen_graph(tmp_path_factory.mktemp("od_tf1") / "frozen_inference_graph.pb")

@@ -131,3 +131,36 @@ def test_unknown_model_and_bad_model_path(repo, tmp_path):
 def test_help_explains(repo):
     r = run(repo, "--help")
     assert r.returncode == 0 and "--background" in r.stdout and "exit codes" in r.stdout
+
+
+def _draw_dog(path, h=333, w=517):
+    """A red ellipse: the OD API shape-finder doubles report red pixels as a 'dog' (id 18)."""
+    import cv2
+    img = np.zeros((h, w, 3), np.uint8)
+    cv2.ellipse(img, (w // 2, h // 2), (w // 4, h // 5), 20, 0, 360, (255, 0, 0), -1)
+    Image.fromarray(img).save(path)
+    return img[..., 0] > 0
+
+
+@pytest.mark.parametrize("fixture", ["tf2_model_dir", "tf1_graph_file"])
+def test_instance_model_by_path_overlay_masks_and_json(repo, tmp_path, request, fixture):
+    from pycocotools import mask as mask_utils
+
+    truth = _draw_dog(tmp_path / "dog.png")
+    model = request.getfixturevalue(fixture)
+    out = tmp_path / "out"
+    r = run(repo, "-i", str(tmp_path / "dog.png"), "-o", str(out), "--model-path", str(model),
+            "--save-masks", "--json", "--classes", "dog")
+    assert r.returncode == 0, r.stderr
+    assert (out / "dog.png").is_file()
+    masks = sorted((out / "dog_masks").iterdir())
+    assert [m.name for m in masks] == ["000_dog.png"]
+    got = np.asarray(Image.open(masks[0])) > 0
+    assert (got & truth).sum() / (got | truth).sum() >= 0.95
+    (res,) = json.loads((out / "results.json").read_text())
+    assert res["image_id"] == "dog" and res["category_id"] == 18
+    assert (mask_utils.decode(res["segmentation"]).astype(bool) == got).all()
+    # --classes person filters the dog away
+    r = run(repo, "-i", str(tmp_path / "dog.png"), "-o", str(tmp_path / "o2"), "--model-path", str(model),
+            "--save-masks", "--classes", "person")
+    assert r.returncode == 0 and list((tmp_path / "o2" / "dog_masks").iterdir()) == []

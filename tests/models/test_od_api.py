@@ -10,26 +10,13 @@ import numpy as np
 import pytest
 
 from fixtures.od_api_models import (GREEN_CLASS, GREEN_SCORE, RED_CLASS, RED_SCORE,
-                                    TF1_MASK_SIZE, TF2_MASK_SIZE,
-                                    build_shape_finder_tf1_frozen_graph,
-                                    build_shape_finder_tf2_savedmodel)
+                                    TF1_MASK_SIZE, TF2_MASK_SIZE)
 from segkit.models.od_api import OdApiFrozenGraph, OdApiSavedModel, paste_od_api_masks
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
 
 SIZES = [(333, 517), (517, 333)]  # odd, both orientations (H, W)
-
-
-@pytest.fixture(scope="session")
-def tf2_model_dir(tmp_path_factory):
-    return build_shape_finder_tf2_savedmodel(tmp_path_factory.mktemp("od_tf2") / "saved_model")
-
-
-@pytest.fixture(scope="session")
-def tf1_graph_file(tmp_path_factory):
-    return build_shape_finder_tf1_frozen_graph(
-        tmp_path_factory.mktemp("od_tf1") / "frozen_inference_graph.pb")
 
 
 @pytest.fixture(scope="session")
