@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# video -> frames -> person cut-outs -> collage GIF and MP4 (original | mask | cut-out).
+#   scripts/video_pipeline.sh VIDEO OUTDIR
+# Knobs (environment): PYTHON (default python), EVERY (4), MAX_FRAMES (30), BACKGROUND (white;
+# or transparent, a colour, blur), MODEL_ARGS (e.g. "--model-path my.tflite").
+set -euo pipefail
+
+if [ $# -ne 2 ]; then
+    echo "usage: $0 VIDEO OUTDIR" >&2
+    exit 2
+fi
+video=$1
+out=$2
+py=${PYTHON:-python}
+bin="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/bin"
+
+"$py" "$bin/video_to_frames.py" -i "$video" -o "$out/frames" --overwrite --quiet \
+    --every "${EVERY:-4}" --max-frames "${MAX_FRAMES:-30}"
+# shellcheck disable=SC2086  # MODEL_ARGS is a list of options
+"$py" "$bin/segment_folder.py" -i "$out/frames" -o "$out/segmented" --overwrite --quiet \
+    --background "${BACKGROUND:-white}" --save-masks ${MODEL_ARGS:-}
+for ext in gif mp4; do
+    "$py" "$bin/frames_to_gif.py" -i "$out/frames" --segmented "$out/segmented" \
+        --collage original,mask,cutout -o "$out/collage.$ext"
+done
