@@ -1,0 +1,105 @@
+"""segkit.evaluate and bin/evaluate.py on the shared COCO val subset and the bundled person model."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from conftest import REPO, shared_path
+from segkit import evaluate as ev
+from segkit.errors import SegkitError
+
+MODEL = REPO / "model_zoo" / "selfie_segmentation" / "selfie_segmentation.tflite"
+
+
+@pytest.fixture(scope="module")
+def gt(coco_val):
+    return ev.load_coco(coco_val[0])
+
+
+@pytest.fixture(scope="module")
+def selfie():
+    from segkit.models import load_segmenter
+    return load_segmenter(None, str(MODEL))
+
+
+def test_ground_truth_as_results_scores_ap_one(gt):
+    results = ev.gt_as_results(gt)
+    m = ev.coco_ap(gt, results, per_class=True)
+    for iou_type in ("bbox", "segm"):
+        assert m[iou_type]["AP"] == pytest.approx(1.0)
+        assert m[iou_type]["AP50"] == pytest.approx(1.0)
+        assert m[iou_type]["per_class"]["person"] == pytest.approx(1.0)
+        assert len(m[iou_type]["per_class"]) > 20
+    # and it is not a constant: shifting every box by half its width ruins box AP
+    shifted = [{**r, "bbox": [r["bbox"][0] + r["bbox"][2] / 2, *r["bbox"][1:]]} for r in results]
+    m2 = ev.coco_ap(gt, shifted, iou_types=("bbox",))
+    assert m2["bbox"]["AP"] < 0.5 and m2["bbox"]["AP50"] < 0.5
+    table = ev.format_table(m)
+    assert "mask AP" in table and "100.0" in table
+
+
+def test_results_with_unknown_image_ids_are_refused(gt):
+    r = ev.gt_as_results(gt)[:1]
+    r[0] = {**r[0], "image_id": "holiday_photo"}
+    with pytest.raises(SegkitError, match="not in the annotation file"):
+        ev.coco_ap(gt, r)
+
+
+def test_pixel_counts_pooled_and_per_image():
+    c = ev.PixelCounts((1,))
+    t = np.zeros((1, 4, 4), bool)
+    t[0, :2] = True                                # 8 truth pixels
+    p = np.zeros_like(t)
+    p[0, :1] = True                                # 4 predicted, all right
+    c.add(p, t)                                    # IoU 4/8
+    c.add(np.ones_like(t), np.ones_like(t))        # IoU 16/16
+    c.add(np.zeros_like(t), np.zeros_like(t))      # nothing anywhere: not in per-image means
+    s = c.scores()["person"]
+    assert (s["tp"], s["fp"], s["fn"]) == (20, 0, 4)
+    assert s["iou"] == pytest.approx(20 / 24)
+    assert s["precision"] == pytest.approx(1.0) and s["recall"] == pytest.approx(20 / 24)
+    assert s["mean_iou"] == pytest.approx((0.5 + 1.0) / 2)
+    assert s["images"] == 2
+
+
+def test_selfie_person_iou_on_coco_val(gt, coco_val, selfie):
+    img_ids = sorted(gt.getImgIds())
+    with_people = ev.images_with_classes(gt, img_ids, (1,))
+    counts = ev.semantic_coco(selfie, gt, coco_val[1], with_people, (1,), threshold=0.5)
+    s = counts.scores()["person"]
+    assert counts.images == len(with_people) == 61
+    assert 0.44 <= s["iou"] <= 0.54, s
+    # Over every image, false positives on people-free images lower IoU and precision.
+    allc = ev.semantic_coco(selfie, gt, coco_val[1], img_ids, (1,), threshold=0.5).scores()["person"]
+    assert allc["iou"] < s["iou"] and allc["precision"] < s["precision"]
+    assert allc["recall"] == pytest.approx(s["recall"])  # same person pixels either way
+
+
+def test_results_file_scores_like_the_model(gt, coco_val, selfie):
+    ids = ev.images_with_classes(gt, sorted(gt.getImgIds()), (1,))[:8]
+    results = ev.predict_coco(selfie, gt, coco_val[1], ids, ev.Filter({1}, 0.5))
+    from_file = ev.semantic_coco_results(gt, results, ids, (1,), threshold=0.5).scores()["person"]
+    direct = ev.semantic_coco(selfie, gt, coco_val[1], ids, (1,), threshold=0.5).scores()["person"]
+    assert from_file["tp"] == direct["tp"] and from_file["fp"] == direct["fp"]
+
+
+def test_evaluate_script_on_mask_folder(tmp_path, capsys):
+    images, masks = shared_path("person", "images"), shared_path("person", "masks")
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "bin" / "evaluate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from segkit import cli
+
+    out = tmp_path / "metrics.json"
+    rc = cli.run_main(mod.main, ["--images", str(images), "--masks", str(masks), "--limit", "6",
+                                 "--model-path", str(MODEL), "--quiet", "-o", str(out)])
+    assert rc == 0
+    m = json.loads(out.read_text())["semantic"]["person"]
+    assert 0.5 < m["iou"] <= 1.0 and m["images"] >= 1
+    assert "person" in capsys.readouterr().out
+    # nonsense arguments: a one-line error, exit code 2
+    rc = cli.run_main(mod.main, ["--results", "r.json", "--masks", str(masks)])
+    assert rc == 2
