@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Folder throughput, side by side in one run, on the same images:
+
+  model only    segmenter.segment() on images decoded beforehand (the ceiling)
+  sequential    read -> model -> write overlay, one image after the other (the naive loop)
+  folder        bin/segment_folder.py's main() (threads decode and encode beside the model)
+
+Targets (person model, 2 cores): folder >= 1.5x sequential and >= 90 % of model only.
+Run: .venv/bin/python bench/bench_folder.py [--n 200] [--repeat 2] [--no-visual]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SEGKIT_SHARED", REPO.parent / "shared")) / "data" / "coco"
+MODEL = REPO / "model_zoo" / "selfie_segmentation" / "selfie_segmentation.tflite"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200, help="images (COCO val then train, default 200)")
+    ap.add_argument("--repeat", type=int, default=2, help="rounds; the best of each is kept")
+    ap.add_argument("--model-path", default=str(MODEL))
+    ap.add_argument("--no-visual", action="store_true", help="outputs = results JSON only (no PNG overlays)")
+    ap.add_argument("--ext", default=".png", help="overlay format (.png default, .jpg lighter to encode)")
+    args = ap.parse_args()
+
+    from segkit.batch import ResultsCache
+    from segkit.models import load_segmenter
+    from segkit.pipeline import Filter
+    from segkit.sinks import ImageOutputs
+    from segkit.sources import Frame, read_image
+
+    files = (sorted((SHARED / "val2017").glob("*.jpg")) + sorted((SHARED / "train2017").glob("*.jpg")))[: args.n]
+    if len(files) < args.n:
+        sys.exit(f"only {len(files)} images under {SHARED}")
+    tmp = Path(tempfile.mkdtemp(prefix="segkit_bench_"))
+    src = tmp / "in"
+    src.mkdir()
+    for f in files:
+        os.symlink(f, src / f.name)
+    segmenter = load_segmenter(None, args.model_path)
+    flt = Filter(threshold=0.5)
+    spec = importlib.util.spec_from_file_location("segment_folder", REPO / "bin" / "segment_folder.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    decoded = [read_image(f) for f in files]
+    mpix = sum(im.shape[0] * im.shape[1] for im in decoded) / len(decoded) / 1e6
+    segmenter.segment(decoded[:2])  # warm-up
+
+    def model_only():
+        for im in decoded:
+            flt(segmenter.segment_one(im, min_score=0.5))
+
+    def sequential():  # the same files written as the folder run writes them
+        out = ImageOutputs(tmp / "seq", save_visual=not args.no_visual, ext=args.ext)
+        cache = ResultsCache(tmp / "seq") if args.no_visual else None
+        for f in files:
+            fr = Frame(read_image(f), f.stem, f)
+            seg = flt(segmenter.segment_one(fr.image, min_score=0.5))
+            out.write(fr, seg)
+            if cache is not None:
+                cache.put(fr, seg)
+
+    def folder():
+        extra = ["--no-visual", "--json"] if args.no_visual else []
+        rc = script.main(["-i", str(src), "-o", str(tmp / "folder"), "--overwrite", "--quiet",
+                          "--model-path", args.model_path, "--threshold", "0.5", *extra])
+        assert rc == 0, rc
+
+    best: dict[str, tuple[float, float]] = {}
+    load0 = os.getloadavg()[0]
+    try:
+        for _ in range(args.repeat):
+            for name, fn in (("model only", model_only), ("sequential", sequential), ("folder", folder)):
+                if name == "folder" and args.ext != ".png":
+                    continue
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn()
+                wall = time.perf_counter() - t0
+                if wall < best.get(name, (1e9, 0))[0]:
+                    best[name] = (wall, (time.process_time() - c0) / wall)
+            shutil.rmtree(tmp / "seq", ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    n = len(files)
+    print(f"\n{n} images, {mpix:.2f} Mpix mean, {os.cpu_count()} cores, outputs: "
+          f"{'results JSON only' if args.no_visual else 'overlay ' + args.ext}; best of {args.repeat}")
+    print(f"  (load average before: {load0:.2f}; CPU = process CPU seconds per wall second: "
+          "a value near 1 on 2 cores means another process held the second core)")
+    for name, (s, cpu) in best.items():
+        print(f"  {name:<11} {n / s:7.1f} img/s  ({s:.2f} s, CPU {cpu:.2f})")
+    if "folder" in best:
+        print(f"  folder / sequential = {best['sequential'][0] / best['folder'][0]:.2f}x   (target >= 1.5x)")
+        print(f"  folder / model only = {100 * best['model only'][0] / best['folder'][0]:.0f} %  (target >= 90 %)")
+
+
+if __name__ == "__main__":
+    main()
