@@ -111,6 +111,11 @@ def build_unet(encoder: str = "mobilenetv2", input_size: int = 256, num_classes:
     else:
         backbone = keras.applications.VGG16(input_tensor=x, include_top=False, weights=weights)
 
+    # keras.applications' MobileNetV2 uses BN momentum 0.999: its moving statistics need
+    # thousands of steps to catch up, so small runs validate far worse than they train.
+    for layer in backbone.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = 0.99
     x = backbone.get_layer(_BOTTLENECK[encoder]).output
     skips = [backbone.get_layer(n).output for n in _SKIPS[encoder]]
     for i, filters in enumerate(_DECODER_FILTERS):

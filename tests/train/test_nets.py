@@ -1,0 +1,53 @@
+"""Networks: output heads for every encoder, fail-fast ImageNet weights, a few steps learn."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from segkit.train import nets
+from segkit.train.losses import make_loss, make_metrics
+
+
+@pytest.mark.parametrize("encoder", ["shallow", "mobilenetv2", "vgg16"])
+def test_heads_sigmoid_for_binary_softmax_for_multiclass(encoder):
+    binary = nets.build_unet(encoder, 64, 2)
+    assert binary.output_shape == (None, 64, 64, 1)
+    assert binary.get_layer("probs").get_config()["activation"] == "sigmoid"
+    if encoder == "shallow":  # one multi-class build is enough (the head is shared code)
+        multi = nets.build_unet(encoder, 64, 3)
+        assert multi.output_shape == (None, 64, 64, 3)
+        out = np.asarray(multi(np.zeros((1, 64, 64, 3), np.float32)))
+        np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5)
+
+
+def test_bad_sizes_and_names_are_one_line_errors():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        nets.build_unet("mobilenetv2", 100)
+    with pytest.raises(ValueError, match="unknown encoder 'resnet'"):
+        nets.build_unet("resnet", 64)
+
+
+def test_imagenet_weights_fail_fast_when_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr("keras.src.backend.config.keras_home", lambda: str(tmp_path))
+    with pytest.raises(ValueError, match=r"ImageNet weights for mobilenetv2 not found at .*"
+                                         r"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_"
+                                         r"224_no_top.h5"):
+        nets.build_unet("mobilenetv2", 256, encoder_weights="imagenet")
+
+
+def test_a_few_steps_on_real_images_lower_the_loss():
+    from segkit.train.data import FolderSource, make_dataset
+
+    src = FolderSource(shared_path("person"))
+    x, y = next(iter(make_dataset([src], [(0, i) for i in range(8)], image_size=64,
+                                  batch_size=8, training=False)))
+    keras.utils.set_random_seed(0)
+    model = nets.build_shallow(64)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=make_loss("jaccard+ce"),
+                  metrics=make_metrics(1, ["person"]))
+    # Training-mode losses (batch statistics): BN moving averages lag after so few steps.
+    losses = [model.train_on_batch(x, y, return_dict=True)["loss"] for _ in range(15)]
+    assert losses[-1] < 0.8 * losses[0]
+    assert np.isfinite(losses).all()

@@ -1,0 +1,154 @@
+"""bin/train_person_unet.py end to end on tiny real data: train, resume, export, errors."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, shared_path
+
+SCRIPT = REPO / "bin" / "train_person_unet.py"
+
+
+def _cli():
+    spec = importlib.util.spec_from_file_location("train_person_unet", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_args(out, run, *extra):
+    return ["--coco-root", str(shared_path("coco")), "--folder", str(shared_path("person")),
+            "--encoder", "shallow", "--image-size", "64", "--batch-size", "4",
+            "--max-images", "8", "--val-split", "0.02", "--no-augment", "--lr", "0.01",
+            "--quiet", "--output", str(out), "--run-dir", str(run), *extra]
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    """One epoch, then --resume to two: the 'killed and continued' run (simulated)."""
+    import keras
+
+    tmp = tmp_path_factory.mktemp("train")
+    out, run = tmp / "model_zoo" / "tiny_person", tmp / "run"
+    cli = _cli()
+    assert cli.main(_tiny_args(out, run, "--epochs", "1")) == 0
+    after_first = keras.saving.load_model(run / "checkpoints" / "last.keras")
+    first = {"iterations": int(after_first.optimizer.iterations.numpy()),
+             "state": json.loads((run / "state.json").read_text())}
+    # Without --resume an existing run is never overwritten.
+    assert cli.main(_tiny_args(out, run, "--epochs", "2")) == 1
+    assert cli.main(_tiny_args(out, run, "--epochs", "2", "--resume")) == 0
+    return out, run, first
+
+
+def test_resume_continues_epochs_and_optimizer_state(resumed_run):
+    import keras
+
+    out, run, first = resumed_run
+    steps = 2  # 8 images / batch 4
+    assert first["iterations"] == steps and first["state"]["epoch"] == 1
+    state = json.loads((run / "state.json").read_text())
+    assert state["epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2]
+    # A fresh optimizer would count from 0 again: 2 here, not 4.
+    resumed = keras.saving.load_model(run / "checkpoints" / "last.keras")
+    assert int(resumed.optimizer.iterations.numpy()) == state["optimizer_iterations"] == 2 * steps
+    assert state["counters"]["early"]["wait"] is not None
+    assert state["history"][1]["loss"] < state["history"][0]["loss"]  # it learns
+    assert (run / "training_curves.png").stat().st_size > 1000
+    assert list((run / "logs").rglob("events.out.tfevents*"))
+
+
+def test_export_folder_zoo_entry_and_metrics(resumed_run):
+    out, _, _ = resumed_run
+    for name in ("model.keras", "model.tflite", "saved_model/saved_model.pb", "zoo.yaml",
+                 "metrics.json", "training_curves.png"):
+        assert (out / name).exists(), name
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp leftovers
+    entry = yaml.safe_load((out / "zoo.yaml").read_text())["models"]
+    assert list(entry) == ["tiny_person"]
+    e = entry["tiny_person"]
+    assert (e["family"], e["task"], e["classes"], e["normalize"]) == ("tflite", "semantic",
+                                                                     ["person"], "unit")
+    assert e["input_size"] == [64, 64] and e["file"] == "tiny_person/model.tflite"
+    assert e["keras_file"] == "tiny_person/model.keras"
+    import hashlib
+    assert hashlib.sha256((out / "model.tflite").read_bytes()).hexdigest() == e["sha256"]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs"] == 2 and m["encoder"] == "shallow" and m["image_size"] == 64
+    assert sum(m["data"]["train"].values()) == 8 and m["params"] > 1000
+    assert 0 <= m["best_iou"] <= 1 and m["training_seconds"] > 0 and m["tflite_max_abs_diff"] < 1e-3
+
+
+def test_tflite_and_keras_exports_agree_on_real_images(resumed_run):
+    import keras
+
+    from segkit.train.export import tflite_predict
+
+    out, _, _ = resumed_run
+    images = sorted(shared_path("coco", "val2017").glob("*.jpg"))[:3]
+    x = np.stack([cv2.resize(cv2.imread(str(p))[..., ::-1], (64, 64)) for p in images])
+    x = x.astype(np.float32) / 255
+    keras_out = np.asarray(keras.saving.load_model(out / "model.keras")(x))
+    lite_out = tflite_predict(out / "model.tflite", x)
+    assert lite_out.shape == keras_out.shape == (3, 64, 64, 1)
+    assert np.abs(lite_out - keras_out).max() < 1e-4
+
+
+def test_nan_loss_stops_with_message_and_exit_code_3(tmp_path, capsys):
+    code = _cli().main(_tiny_args(tmp_path / "nan_model", tmp_path / "run", "--epochs", "2",
+                                  "--lr", "nan", "--image-size", "32"))
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "loss became NaN/inf at epoch 1" in err and "lower --lr" in err
+    assert not (tmp_path / "nan_model").exists()
+
+
+def test_multiclass_folder_masks_train_softmax_with_per_class_iou(tmp_path):
+    root = tmp_path / "trimaps"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for n in range(6):
+        mask = np.zeros((48, 48), np.uint8)
+        y, x = rng.integers(4, 20, 2)
+        mask[y:y + 20, x:x + 20] = 2
+        mask[y + 3:y + 17, x + 3:x + 17] = 1
+        cv2.imwrite(str(root / "images" / f"{n}.jpg"), (mask[..., None] * [100, 60, 20]).astype(np.uint8))
+        cv2.imwrite(str(root / "masks" / f"{n}.png"), mask)
+    out = tmp_path / "zoo" / "trimap"
+    code = _cli().main(["--folder", str(root), "--num-classes", "3", "--class-names",
+                        "background,pet,border", "--encoder", "shallow", "--image-size", "32",
+                        "--epochs", "1", "--batch-size", "4", "--val-split", "0.34",
+                        "--no-tflite", "--quiet", "--output", str(out),
+                        "--run-dir", str(tmp_path / "run")])
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert {"val_iou_background", "val_iou_pet", "val_iou_border"} <= set(m["final"])
+    assert m["classes"] == ["background", "pet", "border"]
+    e = yaml.safe_load((out / "zoo.yaml").read_text())["models"]["trimap"]
+    assert e["family"] == "unet" and e["file"] == "trimap/model.keras"
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_help_and_bad_coco_root_are_one_line(tmp_path):
+    helped = _run("--help")
+    assert helped.returncode == 0 and "--coco-root" in helped.stdout and "--resume" in helped.stdout
+    bad = _run("--coco-root", str(tmp_path / "nope"), "--output", str(tmp_path / "m"))
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == f"segkit: error: {tmp_path / 'nope'}: COCO root folder not found"
+    (tmp_path / "empty").mkdir()
+    bad = _run("--coco-root", str(tmp_path / "empty"), "--output", str(tmp_path / "m"))
+    assert bad.stderr.strip().count("\n") == 0
+    assert "no annotations/instances_train2017.json" in bad.stderr
+    assert not (tmp_path / "m").exists()
