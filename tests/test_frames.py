@@ -122,7 +122,7 @@ def test_jpg_and_no_temp_files_left(clip, tmp_path):
 
 @pytest.mark.parametrize("content, problem", [
     (b"", "empty file (0 bytes)"),
-    (b"this is a text file, not a video\n", "not a readable video"),
+    (b"this is a text file, not a video\n", "cannot be decoded as a video"),
 ])
 def test_unreadable_videos(tmp_path, content, problem):
     bad = tmp_path / "bad.mp4"

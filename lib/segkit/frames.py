@@ -146,20 +146,18 @@ class VideoInfo:
 
 def open_video(path: str | os.PathLike) -> tuple[cv2.VideoCapture, VideoInfo]:
     """Open a video file, or raise InputError('<path>: <problem>') for anything unusable."""
+    from segkit.video import open_capture
+
     p = Path(path)
-    if not p.exists():
+    if not p.exists():  # before open_capture, which would take a bare number for a camera
         raise InputError(p, "no such file")
-    if p.is_dir():
-        raise InputError(p, "is a directory, not a video file")
-    if p.stat().st_size == 0:
-        raise InputError(p, "empty file (0 bytes)")
-    # FFmpeg prints its own multi-line complaints ("moov atom not found") on stderr; we report
-    # the problem in one line ourselves. A user's own setting of this variable wins.
+    # FFmpeg prints its own multi-line complaints ("moov atom not found") on stderr; the
+    # problem is reported in one line instead. A user's own setting of this variable wins.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    cap = cv2.VideoCapture(str(p))
-    if not cap.isOpened():
-        cap.release()
-        raise InputError(p, "not a readable video (OpenCV cannot open or decode it)")
+    try:
+        cap = open_capture(str(p.absolute()))
+    except InputError as e:
+        raise InputError(p, e.problem) from None
     fps = cap.get(cv2.CAP_PROP_FPS)
     count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
     info = VideoInfo(fps=fps if fps and math.isfinite(fps) and 0 < fps < 1000 else None,

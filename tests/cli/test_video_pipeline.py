@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -92,7 +91,7 @@ def test_pipeline_gif_and_mp4(pipeline):
 
 
 @pytest.mark.parametrize("content, problem", [(b"", "empty file (0 bytes)"),
-                                              (b"not a video, just text\n", "not a readable video")])
+                                              (b"not a video, just text\n", "cannot be decoded as a video")])
 def test_video_to_frames_bad_video(tmp_path, content, problem):
     bad = tmp_path / "clip.mp4"
     bad.write_bytes(content)
