@@ -39,3 +39,12 @@ def test_coco_image_id_from_stem_or_map():
     assert coco_image_id("000000519208") == 519208
     assert coco_image_id("holiday") == "holiday"
     assert coco_image_id("x/000000000001", {"000000000001": 42}) == 42
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+    atomic_write_bytes(tmp_path / "x.png", b"data")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "x.png").stat().st_mode) == 0o666 & ~mask

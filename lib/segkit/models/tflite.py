@@ -5,6 +5,9 @@ probabilities (C=1: sigmoid foreground; C=len(classes)+1: softmax with backgroun
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from typing import Sequence
 
 import cv2
@@ -21,6 +24,28 @@ NORMALIZERS = {
     / np.array([0.229, 0.224, 0.225], np.float32),
     "uint8": lambda x: x,
 }
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence the runtime's "INFO: Created TensorFlow Lite XNNPACK delegate" line, which it
+    writes straight to file descriptor 2 (no log level switches it off) and which would
+    interleave with our own one-line messages. Load errors still surface as exceptions."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):  # no real stderr (e.g. captured): nothing to do
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _interpreter_class():
@@ -46,8 +71,9 @@ class TFLiteSegmenter(Segmenter):
         try:
             # The default XNNPACK delegate must stay on: MediaPipe's custom op
             # Convolution2DTransposeBias only resolves through it.
-            self._it = _interpreter_class()(model_path=self.path, num_threads=num_threads)
-            self._it.allocate_tensors()
+            with _quiet_native_stderr():
+                self._it = _interpreter_class()(model_path=self.path, num_threads=num_threads)
+                self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise SegkitError(f"{path}: cannot load TFLite model ({str(e).splitlines()[0]})") from None
         inp, out = self._it.get_input_details()[0], self._it.get_output_details()[0]
