@@ -188,3 +188,52 @@ def test_errors_name_the_file(od_api_like_savedmodel, tmp_path):
         GardenSegmenter(tmp_path)
     with pytest.raises(ValueError, match=re.escape(str(od_api_like_savedmodel)) + ".*input_tensor"):
         GardenSegmenter(od_api_like_savedmodel)
+
+
+def dynamic_batch_export(single, path):
+    """A SavedModel like an export made with batch size None (``inputs`` [None, None, None, 3]):
+    its signature runs the fixture's real signature once per image of the batch, and scales the
+    scores by the image's first pixel / 255 so that every image of a batch has its own scores."""
+    import tensorflow as tf
+
+    inner = single.signatures["serving_default"]
+    out_spec = {k: tf.TensorSpec(v.shape[1:], v.dtype) for k, v in inner.structured_outputs.items()}
+    module = tf.Module()
+    module.single = single  # tracks the variables the inner signature reads
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="inputs")])
+    def serve(inputs):
+        def one(im):
+            out = {k: v[0] for k, v in inner(inputs=im[None]).items()}
+            out["detection_scores"] *= tf.cast(im[0, 0, 0], tf.float32) / 255
+            return out
+        return tf.map_fn(one, inputs, fn_output_signature=out_spec)
+
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return tf.saved_model.load(str(path))
+
+
+def test_dynamic_batch_export_groups_same_sized_images(segmenter, garden_export, monkeypatch,
+                                                        tmp_path):
+    from segkit.models import garden
+
+    monkeypatch.setattr(garden, "DYNAMIC_BATCH", 2)
+    loaded = dynamic_batch_export(segmenter._loaded, tmp_path / "dynamic")
+    batched = garden.GardenSegmenter(tmp_path / "dynamic", loaded=loaded)
+    assert batched.max_batch == 2
+    calls = []
+    run_raw = batched.run_raw
+    monkeypatch.setattr(batched, "run_raw", lambda b: calls.append(b.shape) or run_raw(b))
+    sizes = [(333, 517), (333, 517), (333, 517), (61, 45), (333, 517)]
+    images = [image(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
+    for i, im in enumerate(images):
+        im[0, 0, 0] = 250 - 20 * i
+    results = batched.segment(images)
+    assert calls == [(2, 333, 517, 3), (1, 333, 517, 3), (1, 61, 45, 3), (1, 333, 517, 3)]
+    for im, got in zip(images, results):
+        want = segmenter.segment_one(im)
+        assert (got.height, got.width) == (want.height, want.width)
+        np.testing.assert_allclose(got.scores, want.scores * im[0, 0, 0] / 255, rtol=1e-5)
+        np.testing.assert_allclose(got.boxes, want.boxes, rtol=1e-5)
+        np.testing.assert_array_equal(got.masks, want.masks)
+        assert got.class_ids.tolist() == [DOG, PERSON]

@@ -55,10 +55,14 @@ def is_garden_export(path: str | Path) -> bool:
         sm_dir = saved_model_dir(path)
     except ValueError:
         return False
+    from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((sm_dir / "saved_model.pb").read_bytes())
+    try:
+        proto.ParseFromString((sm_dir / "saved_model.pb").read_bytes())
+    except DecodeError:
+        return False  # not ours to judge: loading it reports the damage
     for meta in proto.meta_graphs:
         sig = meta.signature_def.get(SIGNATURE)
         if sig is not None and INPUT_NAME in sig.inputs and "image_info" in sig.outputs:
