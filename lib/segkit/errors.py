@@ -19,3 +19,7 @@ class InputError(SegkitError):
     def __init__(self, path, problem: str):
         self.path, self.problem = str(path), problem
         super().__init__(f"{path}: {problem}")
+
+
+class ModelError(SegkitError, ValueError):
+    """A checkpoint that cannot be loaded or used (names the file; also a ValueError)."""

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from segkit.errors import ModelError
 from segkit.labels import COCO_CATEGORIES
 from segkit.models.base import Segmenter
 from segkit.segmentation import Segmentation, paste_masks
@@ -41,7 +42,7 @@ def saved_model_dir(path: str | Path) -> Path:
     for candidate in (path, path / "saved_model"):
         if (candidate / "saved_model.pb").is_file():
             return candidate
-    raise ValueError(f"{path}: not a Model Garden export (no saved_model.pb in it or in "
+    raise ModelError(f"{path}: not a Model Garden export (no saved_model.pb in it or in "
                      "saved_model/)")
 
 
@@ -84,16 +85,16 @@ class GardenSegmenter(Segmenter):
             loaded = tf.saved_model.load(str(saved_model_dir(path)))
         self._loaded = loaded  # the signature needs its owner alive (variables)
         if SIGNATURE not in loaded.signatures:
-            raise ValueError(f"{path}: SavedModel has no '{SIGNATURE}' signature")
+            raise ModelError(f"{path}: SavedModel has no '{SIGNATURE}' signature")
         self._fn = loaded.signatures[SIGNATURE]
         inputs = self._fn.structured_input_signature[1]
         spec = inputs.get(INPUT_NAME)
         if spec is None or spec.dtype != tf.uint8 or spec.shape.rank != 4:
-            raise ValueError(f"{path}: not a Model Garden image_tensor export (signature input "
+            raise ModelError(f"{path}: not a Model Garden image_tensor export (signature input "
                              f"{sorted(inputs)} instead of '{INPUT_NAME}' uint8 [B,H,W,3])")
         missing = [k for k in REQUIRED_OUTPUTS if k not in self._fn.structured_outputs]
         if missing:
-            raise ValueError(f"{path}: Model Garden export lacks outputs {missing} "
+            raise ModelError(f"{path}: Model Garden export lacks outputs {missing} "
                              "(segkit needs a Mask R-CNN export with masks)")
         batch = spec.shape[0]
         self.max_batch = DYNAMIC_BATCH if batch is None else int(batch)
@@ -102,7 +103,7 @@ class GardenSegmenter(Segmenter):
     def segment(self, images: Sequence[np.ndarray], min_score: float = 0.0) -> list[Segmentation]:
         for image in images:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f"{self.name}: expects RGB uint8 [H,W,3] images, got "
+                raise ModelError(f"{self.name}: expects RGB uint8 [H,W,3] images, got "
                                  f"{image.dtype} {image.shape}")
         results: list[Segmentation] = []
         # One dense input tensor: only images of one size can share a forward pass.

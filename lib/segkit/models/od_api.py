@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from segkit.errors import ModelError
 from segkit.labels import COCO_CATEGORIES
 from segkit.models.base import Segmenter
 from segkit.segmentation import Segmentation, normalized_to_pixels, paste_masks
@@ -80,7 +81,7 @@ def detections_to_segmentation(det: dict[str, np.ndarray], height: int, width: i
 def _check_image(image: np.ndarray, model: str) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
-        raise ValueError(f"{model}: expects RGB uint8 images [H,W,3], got {image.dtype} "
+        raise ModelError(f"{model}: expects RGB uint8 images [H,W,3], got {image.dtype} "
                          f"{list(image.shape)}")
     return image
 
@@ -106,29 +107,29 @@ class OdApiSavedModel(Segmenter):
         self.label_names = label_names if label_names is not None else COCO_CATEGORIES
         if loaded is None:
             if not (self.path / "saved_model.pb").is_file():
-                raise ValueError(f"{self.path}: not a SavedModel folder (no saved_model.pb)")
+                raise ModelError(f"{self.path}: not a SavedModel folder (no saved_model.pb)")
             try:
                 loaded = tf.saved_model.load(str(self.path))
             except Exception as exc:  # noqa: BLE001 - TF raises many types for broken files
-                raise ValueError(f"{self.path}: cannot load SavedModel: "
+                raise ModelError(f"{self.path}: cannot load SavedModel: "
                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                                  ) from exc
         self._loaded = loaded  # keeps the variables alive as long as the signature
         signature = getattr(loaded, "signatures", {}).get("serving_default")
         if signature is None:
-            raise ValueError(f"{self.path}: SavedModel has no 'serving_default' signature")
+            raise ModelError(f"{self.path}: SavedModel has no 'serving_default' signature")
         inputs = signature.structured_input_signature[1]
         if TF2_INPUT not in inputs:
-            raise ValueError(f"{self.path}: serving_default takes {sorted(inputs)}, not "
+            raise ModelError(f"{self.path}: serving_default takes {sorted(inputs)}, not "
                              f"'{TF2_INPUT}': not a TF2 Object Detection API export "
                              "(a Model Garden export is family 'garden')")
         missing = [k for k in DETECTION_KEYS if k not in signature.structured_outputs]
         if missing:
-            raise ValueError(f"{self.path}: serving_default lacks {', '.join(missing)} "
+            raise ModelError(f"{self.path}: serving_default lacks {', '.join(missing)} "
                              "(segkit needs a Mask R-CNN export with detection_masks)")
         self._input_dtype = inputs[TF2_INPUT].dtype
         if self._input_dtype not in (tf.uint8, tf.float32):
-            raise ValueError(f"{self.path}: input_tensor is {self._input_dtype.name}; only "
+            raise ModelError(f"{self.path}: input_tensor is {self._input_dtype.name}; only "
                              "image_tensor / float_image_tensor exports are supported")
         self._signature = signature
 
@@ -164,23 +165,23 @@ class OdApiFrozenGraph(Segmenter):
         self.path = Path(path)
         self.label_names = label_names if label_names is not None else COCO_CATEGORIES
         if not self.path.is_file():
-            raise ValueError(f"{self.path}: no such frozen graph file")
+            raise ModelError(f"{self.path}: no such frozen graph file")
         graph_def = tf.compat.v1.GraphDef()
         try:
             graph_def.ParseFromString(self.path.read_bytes())
         except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and friends
-            raise ValueError(f"{self.path}: not a TensorFlow GraphDef (.pb): {exc}") from exc
+            raise ModelError(f"{self.path}: not a TensorFlow GraphDef (.pb): {exc}") from exc
         graph = tf.Graph()
         with graph.as_default():
             try:
                 tf.compat.v1.import_graph_def(graph_def, name="")
             except Exception as exc:  # noqa: BLE001 - unknown ops, bad attrs, ...
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise ValueError(f"{self.path}: cannot import graph: {first}") from exc
+                raise ModelError(f"{self.path}: cannot import graph: {first}") from exc
         names = {op.name for op in graph.get_operations()}
         missing = [k for k in (TF1_INPUT.split(":")[0],) + DETECTION_KEYS if k not in names]
         if missing:
-            raise ValueError(f"{self.path}: graph lacks {', '.join(missing)}: not a TF1 "
+            raise ModelError(f"{self.path}: graph lacks {', '.join(missing)}: not a TF1 "
                              "Object Detection API Mask R-CNN frozen graph")
         self._input = graph.get_tensor_by_name(TF1_INPUT)
         self._fetches = {k: graph.get_tensor_by_name(f"{k}:0") for k in DETECTION_KEYS}

@@ -14,6 +14,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from segkit.errors import ModelError
 from segkit.labels import COCO_CATEGORIES, COCO_IDS_BY_NAME
 from segkit.models.base import Segmenter
 from segkit.segmentation import Segmentation
@@ -36,7 +37,7 @@ class UnetSegmenter(Segmenter):
         if path.is_dir():
             path = path / "model.keras"
         if not path.is_file():
-            raise ValueError(f"{path}: Keras model file not found")
+            raise ModelError(f"{path}: Keras model file not found")
         meta = _read_metadata(path)
         import keras
 
@@ -46,16 +47,16 @@ class UnetSegmenter(Segmenter):
         try:
             self.model = keras.saving.load_model(path, compile=False)
         except (ValueError, OSError) as e:
-            raise ValueError(f"{path}: cannot load Keras model ({str(e).splitlines()[0]})") from None
+            raise ModelError(f"{path}: cannot load Keras model ({str(e).splitlines()[0]})") from None
         _, self.height_in, self.width_in, _ = self.model.input_shape
         names = list(classes if classes is not None else meta.get("classes") or ["person"])
         channels = int(self.model.output_shape[-1])
         if len(names) != channels:
-            raise ValueError(f"{path}: model has {channels} output channels but "
+            raise ModelError(f"{path}: model has {channels} output channels but "
                              f"{len(names)} class names {names}")
         self.normalize = normalize or meta.get("normalize", "unit")
         if self.normalize not in _NORMALIZERS:
-            raise ValueError(f"{path}: unknown normalize {self.normalize!r}")
+            raise ModelError(f"{path}: unknown normalize {self.normalize!r}")
         # Keep every channel that is not background; map names to COCO ids when they are COCO
         # classes, else to the channel index with the model's own names.
         self.keep, ids, self.label_names = [], [], dict(COCO_CATEGORIES)
@@ -103,7 +104,7 @@ def _read_metadata(model_path: Path) -> dict:
         try:
             return json.loads(metrics.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{metrics}: not valid JSON ({e})") from None
+            raise ModelError(f"{metrics}: not valid JSON ({e})") from None
     zoo = model_path.with_name("zoo.yaml")
     if zoo.is_file():
         import yaml
