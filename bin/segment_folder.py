@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=2, metavar="N",
                    help="threads decoding and threads encoding beside the model (default 2)")
     g.add_argument("--quiet", action="store_true", help="no progress bar; print only failures and the summary")
+    g.add_argument("--runner", choices=("local", "beam"), default="local",
+                   help="local: threads on this machine (default); beam: an Apache Beam pipeline "
+                        "(RunInference), DirectRunner unless --beam-options names another")
+    g.add_argument("--beam-options", metavar="'FLAGS'",
+                   help="Beam pipeline options, passed through: '--runner=DataflowRunner --project=P "
+                        "--region=R --temp_location=gs://B/tmp' (see README)")
     return p
 
 
@@ -58,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     apply_config(parser, argv)
     args = parser.parse_args(argv)
+    if args.runner == "beam":
+        from segkit.beam_runner import run_folder
+        return run_folder(args)
     for spec in args.input:
         if not Path(spec).is_dir() and not any(c in spec for c in "*?["):
             raise UsageError(f"{spec}: not a folder or glob (use segment_image.py for single images)")
