@@ -55,3 +55,15 @@ def tf1_graph_file(tmp_path_factory):
     from fixtures.od_api_models import build_shape_finder_tf1_frozen_graph
 
     return build_shape_finder_tf1_frozen_graph(tmp_path_factory.mktemp("od_tf1") / "frozen_inference_graph.pb")
+
+
+@pytest.fixture(scope="session")
+def garden_export(tmp_path_factory):
+    """A real Model Garden Mask R-CNN export (tiny, random init, heads driven to known boxes):
+    <dir>/params.yaml + <dir>/saved_model/."""
+    pytest.importorskip("official.vision.serving.export_saved_model_lib")
+    from fixtures import garden_model
+
+    export_dir = tmp_path_factory.mktemp("garden_export")
+    garden_model.build_export(export_dir)
+    return export_dir

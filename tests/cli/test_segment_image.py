@@ -164,3 +164,16 @@ def test_instance_model_by_path_overlay_masks_and_json(repo, tmp_path, request, 
     r = run(repo, "-i", str(tmp_path / "dog.png"), "-o", str(tmp_path / "o2"), "--model-path", str(model),
             "--save-masks", "--classes", "person")
     assert r.returncode == 0 and list((tmp_path / "o2" / "dog_masks").iterdir()) == []
+
+
+def test_model_garden_export_by_path(repo, tmp_path, garden_export):
+    """The driven export always finds a dog at a known box (tests/fixtures/garden_model.py)."""
+    from fixtures.garden_model import expected_box
+    Image.new("RGB", (517, 333), (90, 90, 90)).save(tmp_path / "grey.png")
+    r = run(repo, "-i", str(tmp_path / "grey.png"), "-o", str(tmp_path / "o"), "--model-path", str(garden_export),
+            "--classes", "dog", "--json", "--no-visual")
+    assert r.returncode == 0, r.stderr
+    (res,) = json.loads((tmp_path / "o" / "results.json").read_text())
+    x0, y0, x1, y1 = expected_box(18, 333, 517)
+    assert res["category_id"] == 18
+    np.testing.assert_allclose(res["bbox"], [x0, y0, x1 - x0, y1 - y0], atol=1.0)

@@ -23,15 +23,6 @@ DOG, PERSON = 18, 1
 
 
 @pytest.fixture(scope="session")
-def garden_export(tmp_path_factory):
-    export_dir = tmp_path_factory.mktemp("garden_export")
-    start = time.perf_counter()
-    garden_model.build_export(export_dir)
-    print(f"\nModel Garden fixture export: {time.perf_counter() - start:.1f}s")
-    return export_dir
-
-
-@pytest.fixture(scope="session")
 def segmenter(garden_export):
     from segkit.models.garden import GardenSegmenter
 
