@@ -2,7 +2,8 @@
 """Live segmentation of a camera, a video file or a network stream, shown in a window and/or
 written to a video.
 
-Capture (a thread), the model (this thread) and video encoding (a thread) overlap. Live sources
+Capture (a thread), the model (the main thread), drawing (a thread) and video encoding (a
+thread) overlap. Live sources
 never build a backlog: when the model is slower than the camera, stale frames are dropped and the
 newest one is segmented. The camera is released and --output is finalised on every way out
 (q/Esc, closing the window, Ctrl+C, SIGTERM, the stream ending, an error).
@@ -10,8 +11,10 @@ newest one is segmented. The camera is released and --output is finalised on eve
 from __future__ import annotations
 
 import argparse
+import queue
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from contextlib import ExitStack, contextmanager
@@ -23,7 +26,7 @@ import numpy as np
 from segkit import cli
 from segkit.config import apply_config
 from segkit.errors import SegkitError, UsageError
-from segkit.render import foreground_alpha, overlay, parse_background, cutout
+from segkit.render import Background, cutout, foreground_alpha, overlay, parse_background
 
 EPILOG = """examples:
   segment_webcam.py                                   # camera 0, person model, window (q or Esc quits)
@@ -150,9 +153,30 @@ class RunStats:
 
 
 def make_renderer(background, alpha: float):
+    """(RGB frame, Segmentation) -> annotated RGB frame: overlay, or the background replaced."""
     if background is None:
         return lambda image, seg: overlay(image, seg, alpha)
+    if background.kind == "blur":
+        def blurred(image, seg):
+            bg = Background("image", image=fast_blur(image, background.blur_sigma))
+            return cutout(image, foreground_alpha(seg), bg)
+        return blurred
     return lambda image, seg: cutout(image, foreground_alpha(seg), background)
+
+
+def fast_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur for backgrounds at video rate.
+
+    A sigma-15 Gaussian on a full 640x480 frame costs ~50 ms; blurring a copy shrunk by up to
+    8x (sigma scaled alike) and scaling it back looks the same behind a person and takes ~1 ms.
+    """
+    h, w = image.shape[:2]
+    f = int(max(1, min(8, sigma // 3)))
+    if f == 1:
+        return cv2.GaussianBlur(image, (0, 0), sigma)
+    small = cv2.resize(image, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma / f)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def draw_hud(image: np.ndarray, stats: RunStats, model_ms: float, dropped: int | None) -> np.ndarray:
@@ -167,19 +191,76 @@ def draw_hud(image: np.ndarray, stats: RunStats, model_ms: float, dropped: int |
     return out
 
 
+class Drawer:
+    """Draws results and hands them to the video writer on its own thread, off the model's.
+
+    ``latest`` holds the newest drawn frame for the window (shown by the main thread, as Tk
+    requires). The queue is short: if drawing falls behind, the model waits, and a live source
+    drops frames upstream instead of a backlog growing here.
+    """
+
+    def __init__(self, render, writer=None, keep_latest: bool = False, queue_size: int = 2):
+        self.render, self.writer, self.keep_latest = render, writer, keep_latest
+        self.latest: np.ndarray | None = None
+        self.drawn = 0
+        self.draw_s = 0.0
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name="segkit-draw", daemon=True)
+        self._thread.start()
+
+    def submit(self, image: np.ndarray, seg, timestamp: float | None) -> None:
+        self._raise_error()
+        self._queue.put((image, seg, timestamp))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # keep draining so submit() never blocks forever
+            image, seg, timestamp = item
+            try:
+                t0 = time.perf_counter()
+                vis = self.render(image, seg)
+                self.draw_s += time.perf_counter() - t0
+                if self.writer is not None:
+                    self.writer.write(vis, timestamp)
+                if self.keep_latest:
+                    self.latest = vis
+                self.drawn += 1
+            except BaseException as e:
+                self.error = e
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise SegkitError(f"drawing failed: {type(self.error).__name__}: {self.error}") from self.error
+
+    def close(self) -> None:
+        """Draw and write what is queued, then stop (every segmented frame reaches the video)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 def run_stream(source, segmenter, result_filter, render, writer=None, window=None,
                max_frames: int | None = None, duration: float | None = None, mirror: bool = False,
-               progress=None) -> RunStats:
+               progress=None, stats: RunStats | None = None) -> RunStats:
     """Segment frames from ``source`` until it ends, a limit is hit or the window is closed.
 
-    Raises whatever the model raises (wrapped in SegkitError); the caller's ``with`` blocks
-    release the source and finalise the writer.
+    Threads: the source's capture thread, the model here, a Drawer (draw + queue for the
+    writer), the writer's encoder. Raises what the model raises (as SegkitError naming the
+    frame); every frame segmented before is still drawn and written; the caller's ``with``
+    blocks release the source and finalise the writer.
     """
-    stats = RunStats()
+    stats = stats if stats is not None else RunStats()  # the caller's copy survives an exception
     min_score = result_filter.threshold or 0.0
+    drawer = Drawer(render, writer, keep_latest=window is not None)
     t_start = time.perf_counter()
     last_report = t_start
     model_ms_recent = 0.0
+    shown = None
     try:
         while True:
             now = time.perf_counter()
@@ -190,8 +271,15 @@ def run_stream(source, segmenter, result_filter, render, writer=None, window=Non
             if duration is not None and stats.seconds >= duration:
                 stats.stop_reason = f"--duration {duration:g} s reached"
                 break
-            if window is not None and _window_says_stop(window, stats):
-                break
+            if window is not None:
+                vis = drawer.latest
+                if vis is not None and vis is not shown:
+                    t3 = time.perf_counter()
+                    window.show(draw_hud(vis, stats, model_ms_recent, source.dropped if source.live else None))
+                    stats.show_s += time.perf_counter() - t3
+                    shown = vis
+                if _window_says_stop(window, stats):
+                    break
             # Short timeouts keep the window responsive and the duration honest on a slow camera.
             frame = source.next(timeout=0.05)
             if frame is None:
@@ -208,24 +296,20 @@ def run_stream(source, segmenter, result_filter, render, writer=None, window=Non
                 raise SegkitError(f"model {segmenter.name or segmenter.family} failed on frame "
                                   f"{frame.index} of {source.name}: {type(e).__name__}: {e}") from e
             t1 = time.perf_counter()
-            vis = render(image, result_filter(seg))
-            t2 = time.perf_counter()
-            if writer is not None:
-                writer.write(vis, frame.timestamp if source.live else None)
+            drawer.submit(image, result_filter(seg), frame.timestamp if source.live else None)
             stats.model_s += t1 - t0
-            stats.draw_s += t2 - t1
             model_ms_recent = (t1 - t0) * 1000 if not stats.frames else 0.9 * model_ms_recent + 0.1 * (t1 - t0) * 1000
             stats.frames += 1
             stats.recent.append(time.perf_counter())
-            if window is not None:
-                t3 = time.perf_counter()
-                window.show(draw_hud(vis, stats, model_ms_recent, source.dropped if source.live else None))
-                stats.show_s += time.perf_counter() - t3
             if progress is not None and time.perf_counter() - last_report >= PROGRESS_EVERY_S:
                 last_report = time.perf_counter()
                 progress(stats, source)
     finally:
+        with signals_deferred():  # the queued frames must reach the video even on Ctrl+C
+            drawer.close()
         stats.seconds = time.perf_counter() - t_start
+        stats.draw_s = drawer.draw_s
+    drawer._raise_error()
     return stats
 
 
@@ -267,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         capture.release()
         raise
 
-    stats, source, writer, status = None, None, None, cli.EXIT_OK
+    stats, source, writer, status = RunStats(), None, None, cli.EXIT_OK
     error: str | None = None
     stack = ExitStack()  # source, writer, window: released in reverse order on any way out
     stack.callback(capture.release)
@@ -282,9 +366,9 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"segment_webcam: {source.name} {source.width}x{source.height} @ {source.fps:g} fps "
                     f"({'live' if source.live else 'every frame'}) -> {_destination(window, writer, args)}; "
                     f"model {segmenter.name} loaded in {load_s:.1f} s", flush=True)
-                stats = run_stream(source, segmenter, result_filter, render, writer, window,
-                                   args.max_frames, args.duration, args.mirror,
-                                   progress=None if (window is not None or args.quiet) else _progress)
+                run_stream(source, segmenter, result_filter, render, writer, window,
+                           args.max_frames, args.duration, args.mirror,
+                           progress=None if (window is not None or args.quiet) else _progress, stats=stats)
         finally:
             with signals_deferred():  # a second Ctrl+C must not cut the video file in half
                 stack.close()
@@ -331,12 +415,11 @@ def _progress(stats: RunStats, source) -> None:
 def _summary(stats, source, writer, model_name: str, file) -> None:
     if source is None:
         return
-    frames = stats.frames if stats else source.delivered
-    seconds = stats.seconds if stats else 0.0
+    frames, seconds = stats.frames, stats.seconds
     parts = [f"{frames} frames segmented in {seconds:.1f} s ({frames / seconds if seconds else 0:.1f} fps)"]
     if source.live:
         parts.append(f"{source.dropped} dropped (live source)")
-    if stats and stats.frames:
+    if stats.frames:
         cap_ms = source.read_seconds / source.read * 1000 if source.read else 0.0
         wr_ms = writer.write_seconds / writer.frames_in * 1000 if writer and writer.frames_in else 0.0
         stages = f"per frame: capture {cap_ms:.1f} ms, model {stats.ms(stats.model_s):.1f} ms, draw {stats.ms(stats.draw_s):.1f} ms"
@@ -348,7 +431,7 @@ def _summary(stats, source, writer, model_name: str, file) -> None:
     if writer is not None:
         final = writer.path if writer.path.exists() and writer.frames_written else None
         parts.append(f"output {final} ({writer.frames_written} frames)" if final else "no output written (no frames)")
-    if stats and stats.stop_reason:
+    if stats.stop_reason:
         parts.append(f"stopped: {stats.stop_reason}")
     print(f"segment_webcam: {'; '.join(parts)}; model {model_name}", file=file, flush=True)
 
