@@ -226,3 +226,29 @@ def test_write_after_close_is_an_error(tmp_path):
     assert w.close() == tmp_path / "a.mp4"
     with pytest.raises(SegkitError, match="closed"):
         w.write(np.zeros((16, 16, 3), np.uint8))
+
+
+def test_camera_gives_the_newest_frame_and_ends_when_unplugged(monkeypatch):
+    """A 100 fps fake camera read by a consumer at ~20 fps: frames drop, none is stale, and the
+    source ends after LIVE_MAX_FAILED_READS failed reads instead of waiting forever."""
+    from fixtures.clips import FakeCamera
+    import segkit.video as video
+
+    monkeypatch.setattr(video, "LIVE_MAX_FAILED_READS", 5)
+    cam = FakeCamera(frames=60, fps=100)
+    src = VideoSource(0, capture=cam)
+    assert src.is_camera and src.live and src.name == "camera 0" and src.frame_count is None
+    got, stamps = [], []
+    with src:
+        for f in src:
+            # The consumer gets the newest frame: at most one newer has been read since.
+            assert cam.reads - 1 - f.index <= 1
+            assert f.image[0, 0].tolist() == [0, 0, 255]  # BGR blue band arrives as RGB
+            got.append(f.index)
+            stamps.append(f.timestamp)
+            time.sleep(0.05)
+    assert src.ended and cam.released and cam.failed_reads >= 5
+    assert got == sorted(got) and 3 <= len(got) < 30
+    assert src.dropped == 60 - len(got)
+    # Timestamps are grab times: they follow the clock (60 frames at 100 fps span ~0.6 s).
+    assert stamps == sorted(stamps) and 0.4 < stamps[-1] - stamps[0] < 1.5

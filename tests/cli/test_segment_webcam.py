@@ -288,3 +288,38 @@ def test_window_shows_the_annotated_stream_and_quits(display, long_clip, tmp_pat
     assert s["stopped"] == ("window closed" if how == "close" else "quit key")
     assert s["segmented"] < 200  # it quit early, not at the end of the 10 s clip
     assert count_frames(out) == s["written"] > 0
+
+
+def test_camera_run_writes_real_time_video_and_reports_drops(tmp_path, monkeypatch, capsys):
+    """A fake 60 fps camera (no real one here): the live path end to end, in process."""
+    from fixtures.clips import FakeCamera
+    import segkit.video as video
+    from segkit import cli
+
+    mod = _load_script()
+    cam = FakeCamera(frames=10_000, fps=60)
+    monkeypatch.setattr(video, "open_capture", lambda source: cam)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    out = tmp_path / "cam.mp4"
+    code = cli.run_main(mod.main, ["--source", "0", "--duration", "1", "--output", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "camera 0 160x120 @ 60 fps (live)" in captured.out
+    s = _summary(captured.out)
+    assert s["stopped"] == "--duration 1 s reached" and s["dropped"] is not None
+    assert cam.released
+    # Constant-rate output at the camera's 60 fps covering the ~1 s recorded, drops or not.
+    n = count_frames(out)
+    assert n == s["written"] and 45 <= n <= 70
+    assert s["segmented"] <= n
+
+
+def test_mirror_flips_frames_left_right(clip, tmp_path):
+    plain, mirrored = tmp_path / "plain.avi", tmp_path / "mirrored.avi"
+    for out, extra in ((plain, []), (mirrored, ["--mirror"])):
+        r = run("--source", clip, "--output", out, "--max-frames", 1, "--background", "#000000", *extra)
+        assert r.returncode == 0, r.stderr
+    a = cv2.VideoCapture(str(plain)).read()[1].astype(int)
+    b = cv2.VideoCapture(str(mirrored)).read()[1].astype(int)
+    assert np.abs(b - a[:, ::-1]).mean() < np.abs(b - a).mean() / 3
