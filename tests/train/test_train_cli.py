@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -39,9 +42,9 @@ def resumed_run(tmp_path_factory):
     out, run = tmp / "model_zoo" / "tiny_person", tmp / "run"
     cli = _cli()
     assert cli.main(_tiny_args(out, run, "--epochs", "1")) == 0
-    after_first = keras.saving.load_model(run / "checkpoints" / "last.keras")
-    first = {"iterations": int(after_first.optimizer.iterations.numpy()),
-             "state": json.loads((run / "state.json").read_text())}
+    state = json.loads((run / "state.json").read_text())
+    after_first = keras.saving.load_model(run / "checkpoints" / state["checkpoint"])
+    first = {"iterations": int(after_first.optimizer.iterations.numpy()), "state": state}
     # Without --resume an existing run is never overwritten.
     assert cli.main(_tiny_args(out, run, "--epochs", "2")) == 1
     assert cli.main(_tiny_args(out, run, "--epochs", "2", "--resume")) == 0
@@ -57,12 +60,41 @@ def test_resume_continues_epochs_and_optimizer_state(resumed_run):
     state = json.loads((run / "state.json").read_text())
     assert state["epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2]
     # A fresh optimizer would count from 0 again: 2 here, not 4.
-    resumed = keras.saving.load_model(run / "checkpoints" / "last.keras")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.keras",
+                                                                       "epoch002.keras"]
+    resumed = keras.saving.load_model(run / "checkpoints" / state["checkpoint"])
     assert int(resumed.optimizer.iterations.numpy()) == state["optimizer_iterations"] == 2 * steps
     assert state["counters"]["early"]["wait"] is not None
     assert state["history"][1]["loss"] < state["history"][0]["loss"]  # it learns
     assert (run / "training_curves.png").stat().st_size > 1000
     assert list((run / "logs").rglob("events.out.tfevents*"))
+
+
+def test_resume_after_sigkill(tmp_path):
+    """Kill a real training process after its first checkpoint; --resume carries on from it."""
+    import keras
+
+    out, run = tmp_path / "killed", tmp_path / "run"
+    args = _tiny_args(out, run, "--image-size", "32", "--no-tflite")
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args, "--epochs", "50"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while not (run / "state.json").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, "training exited before its first checkpoint"
+            time.sleep(0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = json.loads((run / "state.json").read_text())["epoch"]
+    assert 1 <= done < 50 and not out.exists()
+    assert _cli().main([*args, "--epochs", str(done + 1), "--resume"]) == 0
+    state = json.loads((run / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == list(range(1, done + 2))
+    model = keras.saving.load_model(run / "checkpoints" / state["checkpoint"])
+    assert int(model.optimizer.iterations.numpy()) == 2 * (done + 1)
+    assert (out / "model.keras").exists()
 
 
 def test_export_folder_zoo_entry_and_metrics(resumed_run):
