@@ -158,6 +158,15 @@ def test_usage_errors(script, capsys, tmp_path):
     assert run(script, capsys, "beam", "-i", tmp_path / "nothing_here*", "-o", tmp_path / "o")[0] == 2
     assert not list(src.glob("*.png"))
 
+    # A model the workers cannot load: one line naming the file, not Beam's worker traceback.
+    from segkit import cli
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    rc = cli.run_main(script.main, ["-i", str(src), "-o", str(tmp_path / "o2"), "--model-path", str(bad),
+                                    "--quiet", "--runner", "beam"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and err.startswith(f"segkit: error: {bad}: cannot load"), err
+
 
 def test_localize_copies_model_files_and_folders(tmp_path):
     from segkit.beam_runner import localize

@@ -80,6 +80,21 @@ class _DropMemoryNotice(logging.Filter):
         return "Resource module is not available" not in str(record.msg)
 
 
+@contextlib.contextmanager
+def _quiet_run():
+    """While a pipeline runs in this process: no memory notice, and no logged worker traceback
+    (the DirectRunner re-raises the worker's error, which the caller reports on one line)."""
+    root, worker_log = logging.getLogger(), logging.getLogger("apache_beam.runners.common")
+    notice, level = _DropMemoryNotice(), worker_log.level
+    root.addFilter(notice)
+    worker_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
+        worker_log.setLevel(level)
+
+
 # --------------------------------------------------------------------------- decoding
 def decode_image_bytes(data: bytes, path: str, max_pixels: int = MAX_PIXELS):
     """Encoded image bytes -> RGB uint8 [H,W,3], with read_image's checks and messages.
@@ -482,21 +497,18 @@ def run_folder(args) -> int:
         remove_stale_temps(out_dir)
         changed = settings_changed(out_dir, _settings(args, model_name))
         t0 = time.perf_counter()
-        noise = _DropMemoryNotice()
-        logging.getLogger().addFilter(noise)
         p = beam.Pipeline(options=options)
         build_pipeline(p, specs, outputs=outputs, out_dir=out_dir, json_path=json_path, id_map=id_map,
                        result_filter=result_filter, handler=handler, patterns=args.pattern,
                        overwrite=args.overwrite, max_pixels=args.max_pixels or MAX_PIXELS)
         try:
-            result = p.run()
-            result.wait_until_finish()
+            with _quiet_run():
+                result = p.run()
+                result.wait_until_finish()
         except (KeyboardInterrupt, SegkitError):
             raise
         except Exception as e:
             raise _pipeline_error(e) from None
-        finally:
-            logging.getLogger().removeFilter(noise)
         counts = _counters(result)
     stats = FlowStats(done=counts.get("done", 0), skipped=counts.get("skipped", 0),
                       failed=counts.get("failed", 0), seconds=time.perf_counter() - t0)
