@@ -26,7 +26,7 @@ import numpy as np
 from segkit import cli
 from segkit.config import apply_config
 from segkit.errors import SegkitError, UsageError
-from segkit.render import Background, cutout, foreground_alpha, overlay, parse_background
+from segkit.render import cutout, foreground_alpha, overlay, parse_background
 
 EPILOG = """examples:
   segment_webcam.py                                   # camera 0, person model, window (q or Esc quits)
@@ -156,27 +156,7 @@ def make_renderer(background, alpha: float):
     """(RGB frame, Segmentation) -> annotated RGB frame: overlay, or the background replaced."""
     if background is None:
         return lambda image, seg: overlay(image, seg, alpha)
-    if background.kind == "blur":
-        def blurred(image, seg):
-            bg = Background("image", image=fast_blur(image, background.blur_sigma))
-            return cutout(image, foreground_alpha(seg), bg)
-        return blurred
     return lambda image, seg: cutout(image, foreground_alpha(seg), background)
-
-
-def fast_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur for backgrounds at video rate.
-
-    A sigma-15 Gaussian on a full 640x480 frame costs ~50 ms; blurring a copy shrunk by up to
-    8x (sigma scaled alike) and scaling it back looks the same behind a person and takes ~1 ms.
-    """
-    h, w = image.shape[:2]
-    f = int(max(1, min(8, sigma // 3)))
-    if f == 1:
-        return cv2.GaussianBlur(image, (0, 0), sigma)
-    small = cv2.resize(image, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (0, 0), sigma / f)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def draw_hud(image: np.ndarray, stats: RunStats, model_ms: float, dropped: int | None) -> np.ndarray:

@@ -68,3 +68,14 @@ def test_soft_alpha_is_zero_wherever_the_mask_says_background():
 def test_bad_background_is_a_usage_error(bad):
     with pytest.raises(UsageError):
         parse_background(bad)
+
+
+def test_fast_blur_looks_like_the_full_gaussian():
+    import cv2
+    from segkit.render import fast_blur
+    rng = np.random.default_rng(0)
+    image = cv2.resize(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8), (640, 480))
+    full = cv2.GaussianBlur(image, (0, 0), 15).astype(int)
+    fast = fast_blur(image, 15).astype(int)
+    assert fast.shape == full.shape and np.abs(fast - full).mean() < 1.5
+    assert np.abs(image.astype(int) - full).mean() > 10  # the comparison is not trivially close
