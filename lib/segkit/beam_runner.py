@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import io
 import logging
 import os
 import re
@@ -40,7 +39,7 @@ from segkit.errors import InputError, SegkitError, UsageError
 from segkit.pipeline import FlowStats
 from segkit.render import parse_background
 from segkit.sinks import ImageOutputs
-from segkit.sources import IMAGE_EXTS, MAX_PIXELS, Frame, _to_rgb8, is_glob
+from segkit.sources import IMAGE_EXTS, MAX_PIXELS, Frame, decode_image_bytes, is_glob
 
 METRICS_NAMESPACE = "segkit"
 DEFAULT_BATCH = 8  # images per RunInference batch: decoded photos are ~1 MB each
@@ -96,40 +95,6 @@ def _quiet_run():
 
 
 # --------------------------------------------------------------------------- decoding
-def decode_image_bytes(data: bytes, path: str, max_pixels: int = MAX_PIXELS):
-    """Encoded image bytes -> RGB uint8 [H,W,3], with read_image's checks and messages.
-
-    Raises InputError("<path>: <problem>"). (Belongs in sources.py, with read_image reading the
-    file and calling it; kept here until that shared module changes.)
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if not data:
-        raise InputError(path, "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # our own pixel limit below
-            img = Image.open(io.BytesIO(data))
-        with img:
-            w, h = img.size
-            if w * h > max_pixels:
-                raise InputError(path, f"image is {w}x{h} = {w * h:,} pixels, over the limit of "
-                                       f"{max_pixels:,} (decompression-bomb guard; raise --max-pixels)")
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb8(img)
-    except InputError:
-        raise
-    except UnidentifiedImageError:
-        raise InputError(path, "not an image (unknown or unsupported format)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        if "truncated" in str(e).lower():
-            raise InputError(path, "truncated image data (file is incomplete)") from None
-        raise InputError(path, f"corrupt image data ({e})") from None
-    except Image.DecompressionBombError as e:
-        raise InputError(path, f"decompression bomb refused ({e})") from None
-
-
 # --------------------------------------------------------------------------- inputs and names
 def _is_remote(uri: str) -> bool:
     return FileSystems.get_scheme(uri) not in (None, "file")

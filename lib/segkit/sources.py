@@ -7,6 +7,7 @@ guards against decompression bombs before decoding.
 from __future__ import annotations
 
 import glob
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -39,8 +40,6 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
 
     Raises InputError("<path>: <problem>") for anything that is not a usable image.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     p = Path(path)
     if not p.exists():
         raise InputError(p, "no such file")
@@ -48,28 +47,40 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise InputError(p, "is a directory, not an image (segment_folder.py handles folders)")
     if p.stat().st_size == 0:
         raise InputError(p, "empty file (0 bytes)")
+    return decode_image_bytes(p.read_bytes(), p, max_pixels)
+
+
+def decode_image_bytes(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes -> RGB uint8 [H,W,3]; ``path`` only names the input in errors.
+
+    The one decoder of every runner (local files, and bytes Beam read from a bucket).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise InputError(path, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # we apply our own pixel limit below
-            img = Image.open(p)
+            img = Image.open(io.BytesIO(data))
         with img:
             w, h = img.size
             if w * h > max_pixels:
-                raise InputError(p, f"image is {w}x{h} = {w * h:,} pixels, over the limit of "
-                                    f"{max_pixels:,} (decompression-bomb guard; raise --max-pixels)")
+                raise InputError(path, f"image is {w}x{h} = {w * h:,} pixels, over the limit of "
+                                       f"{max_pixels:,} (decompression-bomb guard; raise --max-pixels)")
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb8(img)
     except InputError:
         raise
     except UnidentifiedImageError:
-        raise InputError(p, "not an image (unknown or unsupported format)") from None
+        raise InputError(path, "not an image (unknown or unsupported format)") from None
     except (OSError, SyntaxError, ValueError) as e:
         if "truncated" in str(e).lower():
-            raise InputError(p, "truncated image data (file is incomplete)") from None
-        raise InputError(p, f"corrupt image data ({e})") from None
+            raise InputError(path, "truncated image data (file is incomplete)") from None
+        raise InputError(path, f"corrupt image data ({e})") from None
     except Image.DecompressionBombError as e:
-        raise InputError(p, f"decompression bomb refused ({e})") from None
+        raise InputError(path, f"decompression bomb refused ({e})") from None
 
 
 def _to_rgb8(img) -> np.ndarray:
