@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
