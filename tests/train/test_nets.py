@@ -7,6 +7,7 @@ import pytest
 
 from conftest import shared_path
 from segkit.train import nets
+from segkit.train import imagenet_weights_file
 from segkit.train.losses import make_loss, make_metrics
 
 
@@ -30,7 +31,7 @@ def test_bad_sizes_and_names_are_one_line_errors():
 
 
 def test_imagenet_weights_fail_fast_when_not_cached(tmp_path, monkeypatch):
-    monkeypatch.setattr("keras.src.backend.config.keras_home", lambda: str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(ValueError, match=r"ImageNet weights for mobilenetv2 not found at .*"
                                          r"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_"
                                          r"224_no_top.h5"):
@@ -51,3 +52,22 @@ def test_a_few_steps_on_real_images_lower_the_loss():
     losses = [model.train_on_batch(x, y, return_dict=True)["loss"] for _ in range(15)]
     assert losses[-1] < 0.8 * losses[0]
     assert np.isfinite(losses).all()
+
+
+def test_imagenet_weights_are_used_when_keras_has_them_cached(tmp_path, monkeypatch):
+    """A stand-in weights file where Keras caches downloads is loaded, with no network."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    cached = tmp_path / "models" / imagenet_weights_file("mobilenetv2", 96)
+    cached.parent.mkdir()
+    keras.utils.set_random_seed(7)
+    donor = keras.applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False,
+                                           weights=None)
+    with h5py.File(cached, "w") as f:  # the format keras.applications' files have
+        legacy_h5_format.save_weights_to_hdf5_group(f, donor)
+    keras.utils.set_random_seed(8)
+    model = nets.build_unet("mobilenetv2", 96, encoder_weights="imagenet")
+    np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0],
+                                  donor.get_layer("Conv1").get_weights()[0])

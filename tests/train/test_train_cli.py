@@ -168,9 +168,9 @@ def test_multiclass_folder_masks_train_softmax_with_per_class_iou(tmp_path):
     assert e["family"] == "unet" and e["file"] == "trimap/model.keras"
 
 
-def _run(*args):
+def _run(*args, env=None):
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env={**os.environ, **(env or {})})
 
 
 def test_help_and_bad_coco_root_are_one_line(tmp_path):
@@ -184,3 +184,10 @@ def test_help_and_bad_coco_root_are_one_line(tmp_path):
     assert bad.stderr.strip().count("\n") == 0
     assert "no annotations/instances_train2017.json" in bad.stderr
     assert not (tmp_path / "m").exists()
+    (tmp_path / "f" / "images").mkdir(parents=True)
+    (tmp_path / "f" / "masks").mkdir()
+    bad = _run("--folder", str(tmp_path / "f"), "--encoder-weights", "imagenet", "--output",
+               str(tmp_path / "m"), env={"KERAS_HOME": str(tmp_path / "keras")})
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+    assert bad.stderr.startswith("segkit: error: ImageNet weights for mobilenetv2 not found at "
+                                 f"{tmp_path / 'keras' / 'models'}")

@@ -93,6 +93,43 @@ def coco_paths(root: str | Path, split: str) -> tuple[Path, Path]:
     return ann, images
 
 
+def imagenet_weights_file(encoder: str, input_size: int) -> str:
+    """File name keras.applications looks up in its cache (~/.keras/models/) for no-top weights."""
+    if encoder == "mobilenetv2":
+        rows = input_size if input_size in (96, 128, 160, 192, 224) else 224
+        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+    if encoder == "vgg16":
+        return "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    raise ValueError(f"encoder {encoder!r} has no pretrained weights (use --encoder-weights none)")
+
+
+def keras_cache_dir() -> Path:
+    """Where keras.utils.get_file keeps downloads: $KERAS_HOME or ~/.keras (as Keras decides)."""
+    if "KERAS_HOME" in os.environ:
+        return Path(os.environ["KERAS_HOME"]).expanduser()
+    home = os.path.expanduser("~")
+    return Path(home if os.access(home, os.W_OK) else "/tmp") / ".keras"
+
+
+def check_encoder_weights(encoder: str, input_size: int, weights: str | None) -> str | None:
+    """The weights file to load (None: from scratch). ImageNet weights are taken only from Keras'
+    download cache: nothing can be downloaded here, so a missing file fails fast."""
+    if weights in (None, "none", ""):
+        return None
+    if weights != "imagenet":
+        if encoder == "shallow":
+            imagenet_weights_file(encoder, input_size)  # raises: no pretrained weights
+        if not Path(weights).is_file():
+            raise ValueError(f"--encoder-weights {weights}: no such file")
+        return str(weights)
+    path = keras_cache_dir() / "models" / imagenet_weights_file(encoder, input_size)
+    if not path.is_file():
+        raise ValueError(f"ImageNet weights for {encoder} not found at {path} and cannot be "
+                         "downloaded here; copy the file there or train from scratch "
+                         "(--encoder-weights none)")
+    return str(path)
+
+
 def check_inputs(cfg: TrainConfig) -> None:
     """Fail on missing files before TensorFlow is imported (a fast, one-line error)."""
     for ann, images in [*cfg.coco, *cfg.val_coco]:
@@ -111,6 +148,7 @@ def check_inputs(cfg: TrainConfig) -> None:
         raise ValueError("--num-classes > 2 needs folder masks (COCO sources give binary masks)")
     if cfg.image_size < 32:
         raise ValueError(f"--image-size {cfg.image_size}: too small (at least 32)")
+    check_encoder_weights(cfg.encoder, cfg.image_size, cfg.encoder_weights)
     cfg.resolved_class_names()
 
 

@@ -6,10 +6,10 @@ Output: one sigmoid channel for a binary mask, or ``num_classes`` softmax channe
 """
 from __future__ import annotations
 
-import os
-
 import keras
 from keras import layers
+
+from segkit.train import check_encoder_weights
 
 ENCODERS = ("mobilenetv2", "vgg16", "shallow")
 
@@ -24,35 +24,6 @@ _BOTTLENECK = {"mobilenetv2": "out_relu", "vgg16": "block5_pool"}
 # segmentation_models widths (256, ...) the decoder is 3/4 of the params and 2.6x slower per
 # training step on CPU, for a model meant to run on CPU.
 DECODER_FILTERS = {"mobilenetv2": (128, 64, 48, 32, 16), "vgg16": (256, 128, 64, 32, 16)}
-
-
-def imagenet_weights_file(encoder: str, input_size: int) -> str:
-    """File name keras.applications looks up in its cache (~/.keras/models/) for no-top weights."""
-    if encoder == "mobilenetv2":
-        rows = input_size if input_size in (96, 128, 160, 192, 224) else 224
-        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
-    if encoder == "vgg16":
-        return "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    raise ValueError(f"encoder {encoder!r} has no ImageNet weights (use --encoder-weights none)")
-
-
-def _encoder_weights(encoder: str, input_size: int, weights: str | None) -> str | None:
-    """None, or 'imagenet' when the file is already cached: fail fast instead of downloading."""
-    if weights in (None, "none", ""):
-        return None
-    if weights != "imagenet":
-        if not os.path.isfile(weights):
-            raise ValueError(f"--encoder-weights {weights}: no such file")
-        return weights
-    from keras.src.backend.config import keras_home  # where get_file caches downloads
-
-    path = os.path.join(os.path.expanduser(keras_home()), "models",
-                        imagenet_weights_file(encoder, input_size))
-    if not os.path.isfile(path):
-        raise ValueError(f"ImageNet weights for {encoder} not found at {path} and cannot be "
-                         "downloaded here; copy the file there or train from scratch "
-                         "(--encoder-weights none)")
-    return "imagenet"
 
 
 @keras.saving.register_keras_serializable(package="segkit")
@@ -105,16 +76,19 @@ def build_unet(encoder: str = "mobilenetv2", input_size: int = 256, num_classes:
         return build_shallow(input_size, num_classes)
     if input_size % 32:
         raise ValueError(f"--image-size {input_size}: U-Net encoders need a multiple of 32")
-    weights = _encoder_weights(encoder, input_size, encoder_weights)
+    # A file path, never "imagenet": keras.applications would try to download a missing file.
+    weights = check_encoder_weights(encoder, input_size, encoder_weights)
 
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = _preprocess(inputs, encoder)
+    # input_shape as well as input_tensor: without it MobileNetV2 picks the 224 weights file.
+    shape = (input_size, input_size, 3)
     if encoder == "mobilenetv2":
-        backbone = keras.applications.MobileNetV2(input_tensor=x, include_top=False,
-                                                  weights=weights)
+        backbone = keras.applications.MobileNetV2(input_tensor=x, input_shape=shape,
+                                                  include_top=False, weights=weights)
     else:
-        backbone = keras.applications.VGG16(input_tensor=x, include_top=False, weights=weights)
-
+        backbone = keras.applications.VGG16(input_tensor=x, input_shape=shape, include_top=False,
+                                            weights=weights)
     # keras.applications' MobileNetV2 uses BN momentum 0.999: its moving statistics need
     # thousands of steps to catch up, so small runs validate far worse than they train.
     for layer in backbone.layers:
