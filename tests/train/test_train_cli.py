@@ -133,6 +133,25 @@ def test_tflite_and_keras_exports_agree_on_real_images(resumed_run):
     assert np.abs(lite_out - keras_out).max() < 1e-4
 
 
+def test_zoo_entry_follows_the_registry_class_convention():
+    from segkit.train.export import zoo_entry
+
+    def entry(channels, sha="ab"):
+        return zoo_entry("m", description="d", input_size=64, channels=channels,
+                         tflite_sha256=sha, tflite_bytes=1)
+
+    person = entry(["person"])
+    assert (person["family"], person["file"], person["classes"]) == ("tflite", "m/model.tflite",
+                                                                      ["person"])
+    animals = entry(["background", "cat", "dog"])  # softmax, background first
+    assert animals["family"] == "tflite" and animals["classes"] == ["cat", "dog"]
+    own = entry(["background", "pet", "border"])  # not COCO names: the Keras adapter names them
+    assert (own["family"], own["file"], own["classes"]) == ("unet", "m/model.keras",
+                                                            ["pet", "border"])
+    assert own["tflite_file"] == "m/model.tflite"
+    assert entry(["person"], sha=None)["family"] == "unet"
+
+
 def test_nan_loss_stops_with_message_and_exit_code_3(tmp_path, capsys):
     code = _cli().main(_tiny_args(tmp_path / "nan_model", tmp_path / "run", "--epochs", "2",
                                   "--lr", "nan", "--image-size", "32"))
@@ -166,6 +185,12 @@ def test_multiclass_folder_masks_train_softmax_with_per_class_iou(tmp_path):
     assert m["classes"] == ["background", "pet", "border"]
     e = yaml.safe_load((out / "zoo.yaml").read_text())["models"]["trimap"]
     assert e["family"] == "unet" and e["file"] == "trimap/model.keras"
+    assert e["classes"] == ["pet", "border"]
+    from segkit.models.unet import UnetSegmenter
+
+    seg = UnetSegmenter(out / "model.keras", classes=e["classes"])  # background implied first
+    r = seg.segment_one(np.zeros((20, 30, 3), np.uint8))
+    assert r.probs.shape == (20, 30, 2) and seg.label_names[1] == "pet"
 
 
 def _run(*args, env=None):

@@ -51,6 +51,8 @@ class UnetSegmenter(Segmenter):
         _, self.height_in, self.width_in, _ = self.model.input_shape
         names = list(classes if classes is not None else meta.get("classes") or ["person"])
         channels = int(self.model.output_shape[-1])
+        if channels > 1 and len(names) == channels - 1:
+            names = ["background", *names]  # the registry's convention: background first
         if len(names) != channels:
             raise ModelError(f"{path}: model has {channels} output channels but "
                              f"{len(names)} class names {names}")

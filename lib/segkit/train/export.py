@@ -48,25 +48,37 @@ def convert_tflite(saved_model_dir: str | Path) -> bytes:
     return converter.convert()
 
 
-def zoo_entry(name: str, *, description: str, input_size: int, classes: list[str],
-              tflite_sha256: str, tflite_bytes: int, normalize: str = "unit") -> dict:
-    """The registry entry: family tflite so the fast LiteRT path is the default, keras beside."""
-    return {
-        "family": "tflite",
-        "task": "semantic",
-        "description": description,
-        "file": f"{name}/model.tflite",
-        "bundled": True,
-        "sha256": tflite_sha256,
-        "size_bytes": tflite_bytes,
-        "input_size": [input_size, input_size],
-        "classes": list(classes),
-        "normalize": normalize,
-        # Same network for the unet adapter (batching, further training): family unet.
-        "keras_file": f"{name}/model.keras",
-        "keras_family": "unet",
-        "metrics_file": f"{name}/metrics.json",
-    }
+def zoo_entry(name: str, *, description: str, input_size: int, channels: list[str],
+              tflite_sha256: str | None = None, tflite_bytes: int | None = None) -> dict:
+    """The registry entry for an export.
+
+    ``classes`` follows the registry's convention for semantic models: one sigmoid channel is
+    the class itself; softmax channels are background first, then ``classes``. The entry is
+    family tflite (the fast LiteRT path, the default) when a TFLite file exists and the classes
+    are COCO names the TFLite adapter maps to ids; otherwise family unet (Keras), which also
+    understands a model's own class names.
+    """
+    from segkit.labels import COCO_IDS_BY_NAME
+
+    classes = list(channels)
+    background_first = len(classes) > 1 and classes[0] == "background"
+    if background_first:
+        classes = classes[1:]
+    coco_named = all(str(c).lower().replace("_", " ") in COCO_IDS_BY_NAME for c in classes)
+    lite = tflite_sha256 is not None and coco_named and (len(channels) == 1 or background_first)
+    entry = {"family": "tflite" if lite else "unet", "task": "semantic",
+             "description": description,
+             "file": f"{name}/model.tflite" if lite else f"{name}/model.keras",
+             "bundled": True}
+    if lite:
+        entry.update(sha256=tflite_sha256, size_bytes=tflite_bytes)
+    entry.update({"input_size": [input_size, input_size], "classes": classes, "normalize": "unit"})
+    if lite:  # the same network for the unet adapter (batching, further training)
+        entry.update(keras_file=f"{name}/model.keras", keras_family="unet")
+    elif tflite_sha256 is not None:
+        entry.update(tflite_file=f"{name}/model.tflite", tflite_sha256=tflite_sha256)
+    entry["metrics_file"] = f"{name}/metrics.json"
+    return entry
 
 
 def export_model(model, out_dir: str | Path, *, classes: list[str], metrics: dict,
@@ -99,7 +111,7 @@ def export_model(model, out_dir: str | Path, *, classes: list[str], metrics: dic
             diff = float(np.abs(tflite_predict(tmp / "model.tflite", check_images)
                                 - keras_out).max())
             if not diff <= TFLITE_TOLERANCE:
-                raise RuntimeError(f"{out_dir}: TFLite export disagrees with Keras "
+                raise ValueError(f"{out_dir}: TFLite export disagrees with Keras "
                                    f"(max abs diff {diff:.3g} > {TFLITE_TOLERANCE})")
             metrics["tflite_max_abs_diff"] = diff
             entry_extra = {"tflite_sha256": hashlib.sha256(flatbuffer).hexdigest(),
@@ -107,18 +119,12 @@ def export_model(model, out_dir: str | Path, *, classes: list[str], metrics: dic
         for dest, src in (extra_files or {}).items():
             if Path(src).is_file():
                 shutil.copyfile(src, tmp / dest)
+        # metrics.json lists every output channel, background included (what the adapter reads).
         metrics.update({"classes": list(classes), "input_size": [size, size],
                         "normalize": "unit"})
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable) + "\n")
-        if tflite:
-            entry = zoo_entry(name, description=description, input_size=size, classes=classes,
-                              tflite_sha256=entry_extra["tflite_sha256"],
-                              tflite_bytes=entry_extra["tflite_bytes"])
-        else:  # Keras only (tests, or a model TFLite cannot convert): the unet adapter opens it.
-            entry = {"family": "unet", "task": "semantic", "description": description,
-                     "file": f"{name}/model.keras", "bundled": True,
-                     "input_size": [size, size], "classes": list(classes), "normalize": "unit",
-                     "metrics_file": f"{name}/metrics.json"}
+        entry = zoo_entry(name, description=description, input_size=size, channels=classes,
+                          **entry_extra)
         header = ("# Written by bin/train_person_unet.py (lib/segkit/train/export.py); merged into "
                   "model_zoo/zoo.yaml by the registry.\n")
         (tmp / "zoo.yaml").write_text(header + yaml.safe_dump({"models": {name: entry}},
