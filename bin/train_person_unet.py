@@ -111,7 +111,9 @@ def main(argv=None) -> int:
         print(f"segkit: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
               file=sys.stderr)
         return 1
-    print(f"trained {metrics['encoder']} {metrics['image_size']}px for {metrics['epochs']} epochs: "
+    early = " (early stop)" if metrics.get("stopped_early") else ""
+    print(f"trained {metrics['encoder']} {metrics['image_size']}px for {metrics['epochs']} epochs"
+          f"{early}: "
           f"best {metrics['monitor']} {metrics['best_iou']:.3f} (epoch {metrics['best_epoch']}), "
           f"{metrics['train_images_per_s']} images/s -> {cfg.output}")
     return 0

@@ -25,7 +25,7 @@ from pathlib import Path
 STATE_FILE = "state.json"
 # What must match for --resume to continue the same run (the rest may change, e.g. --epochs).
 RESUME_KEYS = ("encoder", "image_size", "num_classes", "class_names", "loss", "batch_size",
-               "sources", "val_split", "seed")
+               "sources", "val_split", "seed", "max_images")
 
 
 class TrainingDiverged(RuntimeError):
@@ -195,7 +195,7 @@ def train(cfg: TrainConfig) -> dict:
     signature = {"encoder": cfg.encoder, "image_size": cfg.image_size,
                  "num_classes": cfg.num_classes, "class_names": class_names, "loss": cfg.loss,
                  "batch_size": cfg.batch_size, "val_split": val_split, "seed": cfg.seed,
-                 "sources": [s.description for s in sources]}
+                 "max_images": cfg.max_images, "sources": [s.description for s in sources]}
     state = _start_state(cfg, run_dir, state_path, signature)
     initial_epoch = state["epoch"]
 
@@ -217,7 +217,7 @@ def train(cfg: TrainConfig) -> dict:
     restore_counters(state, early=early, plateau=plateau)
     clock = cbs.Throughput(len(train_items))
     saver = cbs.EpochState(run_dir, state, monitor, nan_guard, early=early, plateau=plateau,
-                       clock=clock)
+                           clock=clock)
     callbacks = [nan_guard, clock, early, plateau,
                  keras.callbacks.TensorBoard(run_dir / "logs", write_graph=False,
                                              profile_batch=0),
@@ -226,7 +226,7 @@ def train(cfg: TrainConfig) -> dict:
     # Keras warns that fit's shuffle flag does not apply to datasets: ours shuffles itself.
     warnings.filterwarnings("ignore", message=".*shuffle=True.*", category=UserWarning)
     started = time.perf_counter()
-    if initial_epoch < cfg.epochs:
+    if initial_epoch < cfg.epochs and not state.get("stopped_early"):
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
                   initial_epoch=initial_epoch, callbacks=callbacks, verbose=cfg.verbose)
     state["train_seconds"] = state.get("train_seconds", 0.0) + time.perf_counter() - started
@@ -324,6 +324,8 @@ def callback_types():
             self.state["history"].append({"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()
                                                                  if v is not None}})
             self.state["epoch"], self.state["checkpoint"] = epoch + 1, name
+            if self.model.stop_training:  # early stopping: a resumed run must not go on
+                self.state["stopped_early"] = epoch + 1
             self.state["optimizer_iterations"] = int(self.model.optimizer.iterations.numpy())
             self.state["counters"] = {name: {k: _plain(getattr(cb, k)) for k in _COUNTERS[name]}
                                       for name, cb in self.counted.items()}
@@ -421,7 +423,8 @@ def summarize(cfg, state, model, sources, train_items, val_items, monitor) -> di
         "params": int(model.count_params()),
         "data": {"train": counts, "validation": val_counts, "category": cfg.category,
                  "augment": cfg.augment},
-        "epochs": state["epoch"], "best_epoch": state.get("best_epoch"),
+        "epochs": state["epoch"], "stopped_early": bool(state.get("stopped_early")),
+        "best_epoch": state.get("best_epoch"),
         "monitor": monitor, "best_iou": state.get("best_iou"),
         "final": {k: v for k, v in last.items() if k != "epoch"},
         "batch_size": cfg.batch_size, "lr": cfg.lr,
