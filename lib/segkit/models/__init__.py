@@ -37,12 +37,14 @@ def detect_family(path: Path) -> tuple[str, Path]:
     for candidate in ("frozen_inference_graph.pb",):
         if (p / candidate).is_file():
             return "od_api_tf1", p / candidate
-    if (p / "saved_model" / "saved_model.pb").is_file():
-        return detect_family(p / "saved_model")
+    # A folder this project exported holds model.tflite, model.keras AND saved_model/: prefer
+    # the fast LiteRT file, then Keras, before reading it as an OD API export.
     if (p / "model.tflite").is_file():
         return "tflite", p / "model.tflite"
     if (p / "model.keras").is_file():
         return "unet", p / "model.keras"
+    if (p / "saved_model" / "saved_model.pb").is_file():
+        return detect_family(p / "saved_model")
     if (p / "saved_model.pb").is_file():
         return _savedmodel_family(p), p
     raise SegkitError(f"{p}: folder holds no known checkpoint (saved_model.pb, frozen_inference_graph.pb, "
