@@ -6,6 +6,7 @@ import argparse
 import fnmatch
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from segkit import cli
@@ -14,9 +15,7 @@ from segkit.batch import (OutputLock, ResultsCache, check_output_dir, load_image
 from segkit.config import apply_config
 from segkit.errors import InputError, UsageError
 from segkit.pipeline import FlowStats, prefetch_map, run_flow
-from segkit.render import parse_background
-from segkit.sinks import ImageOutputs
-from segkit.sources import MAX_PIXELS, Frame, expand_inputs, read_image
+from segkit.sources import MAX_PIXELS, expand_inputs, read_frame
 
 EPILOG = """examples:
   segment_folder.py -i images/ -o segmented_images/                 # person model, overlays
@@ -79,18 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"no images in {' '.join(args.input)}"
                          + ("" if args.recursive else " (sub-folders need --recursive)"))
 
-    background = parse_background(args.background) if args.background else None
-    outputs = ImageOutputs(out_dir, background, save_masks=args.save_masks, save_visual=not args.no_visual,
-                           alpha=args.alpha if args.alpha is not None else 0.5)
-    json_path = None
-    if args.json:
-        j = Path(args.json)
-        json_path = out_dir / j if not j.is_absolute() and not j.parent.parts else j
-    inputs = {p.resolve() for p, _ in items}
-    for p, name in items:  # never write over an input, whatever -o says
-        for target in outputs.expected(Frame(None, name, p)) + ([json_path] if json_path else []):
-            if target.resolve() in inputs:
-                raise UsageError(f"{target}: output would overwrite an input file; choose another -o")
+    outputs, json_path = cli.build_outputs(args, out_dir)
+    cli.refuse_to_overwrite_inputs(items, outputs, json_path)
     id_map = load_image_ids(args.coco_annotations) if args.coco_annotations else None
     result_filter = cli.build_filter(args)
 
@@ -131,13 +120,6 @@ def _segment(plan, segmenter, outputs, cache, result_filter, args, failures) -> 
 
     max_pixels = args.max_pixels or MAX_PIXELS
 
-    def read(item):
-        path, name = item
-        try:
-            return Frame(read_image(path, max_pixels), name, path)
-        except InputError as e:
-            return Frame(None, name, path, error=e)
-
     def write(frame, seg):
         outputs.write(frame, seg)
         if cache is not None:
@@ -152,7 +134,7 @@ def _segment(plan, segmenter, outputs, cache, result_filter, args, failures) -> 
     with tqdm(total=len(plan.todo), unit="img", disable=args.quiet, file=sys.stderr,
               desc="segment_folder", dynamic_ncols=True) as bar:
         t0 = time.perf_counter()
-        stats = run_flow(prefetch_map(read, plan.todo, workers=workers, lookahead=4 * workers),
+        stats = run_flow(prefetch_map(partial(read_frame, max_pixels=max_pixels), plan.todo, workers=workers, lookahead=4 * workers),
                          segmenter, write, result_filter, on_error=on_error, progress=bar,
                          write_workers=workers, max_pending_writes=4 * workers)
         stats.seconds = time.perf_counter() - t0

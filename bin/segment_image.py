@@ -6,15 +6,15 @@ import argparse
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from segkit import cli
 from segkit.config import apply_config
-from segkit.errors import InputError, UsageError
+from segkit.errors import UsageError
 from segkit.pipeline import prefetch_map, run_flow
-from segkit.render import parse_background
-from segkit.sinks import ImageOutputs, coco_image_id, write_json
-from segkit.sources import IMAGE_EXTS, MAX_PIXELS, Frame, expand_inputs, read_image
+from segkit.sinks import coco_image_id, write_json
+from segkit.sources import IMAGE_EXTS, MAX_PIXELS, expand_inputs, read_frame
 
 EPILOG = """examples:
   segment_image.py -i images/person.jpg                       # person model, overlay into segmented_images/
@@ -48,24 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     items = expand_inputs(args.input, folders=False)
     if not items:
         raise UsageError(f"no images match {' '.join(args.input)}")
-    inputs = {p.resolve() for p, _ in items}
-
     out = Path(args.output or "segmented_images")
     single_file = len(items) == 1 and out.suffix.lower() in IMAGE_EXTS
     out_dir = out.parent if single_file else out
-    background = parse_background(args.background) if args.background else None
-    outputs = ImageOutputs(out_dir, background, save_masks=args.save_masks,
-                           save_visual=not args.no_visual, alpha=args.alpha if args.alpha is not None else 0.5)
+    outputs, json_path = cli.build_outputs(args, out_dir)
     if single_file:
         outputs.ext = out.suffix
         items = [(items[0][0], out.stem)]
-    json_path = (out_dir / args.json if not Path(args.json).is_absolute() and not Path(args.json).parent.parts
-                 else Path(args.json)) if args.json else None
-    # Never write over an input, whatever -o says.
-    for p, name in items:
-        for target in outputs.expected(Frame(None, name, p)) + ([json_path] if json_path else []):
-            if target.resolve() in inputs:
-                raise UsageError(f"{target}: output would overwrite an input file; choose another -o")
+    cli.refuse_to_overwrite_inputs(items, outputs, json_path)
 
     result_filter = cli.build_filter(args)
     t0 = time.perf_counter()
@@ -76,13 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     coco_results: list[dict] = []
     lock = threading.Lock()
     shown: list[Path] = []
-
-    def read(item):
-        path, name = item
-        try:
-            return Frame(read_image(path, max_pixels), name, path)
-        except InputError as e:
-            return Frame(None, name, path, error=e)
 
     def write(frame, seg):
         written = outputs.write(frame, seg)
@@ -96,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{frame.path}: {kept} -> {', '.join(str(w) for w in written) or '(no image)'}")
         shown.extend(w for w in written if w.suffix.lower() in IMAGE_EXTS)
 
-    stats = run_flow(prefetch_map(read, items), segmenter, write, result_filter,
+    stats = run_flow(prefetch_map(partial(read_frame, max_pixels=max_pixels), items), segmenter, write, result_filter,
                      on_error=lambda f, e: cli.error(str(e)))
     if json_path and stats.done:
         write_json(json_path, sorted(coco_results, key=lambda r: (str(r["image_id"]), -r["score"])))

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from segkit.errors import InputError
-from segkit.sources import expand_inputs, iter_image_frames, read_image
+from segkit.sources import expand_inputs, read_frame, read_image
 
 
 @pytest.fixture
@@ -94,6 +94,6 @@ def test_expand_folder_recursive_keeps_subpaths_apart(tmp_path, photo):
 
 
 def test_frames_carry_errors_instead_of_stopping(tmp_path, photo):
-    frames = list(iter_image_frames([(tmp_path / "nope.jpg", "nope"), (photo, "photo")]))
+    frames = [read_frame(item) for item in [(tmp_path / "nope.jpg", "nope"), (photo, "photo")]]
     assert frames[0].error is not None and frames[0].image is None
     assert frames[1].error is None and frames[1].image.shape == (30, 50, 3)

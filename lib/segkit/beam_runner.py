@@ -36,7 +36,6 @@ from segkit.batch import (OutputLock, ResultsCache, check_output_dir, load_image
                           remove_stale_temps, settings_changed, unique_names, write_failures)
 from segkit.errors import InputError, SegkitError, UsageError
 from segkit.pipeline import FlowStats
-from segkit.render import parse_background
 from segkit.sinks import ImageOutputs
 from segkit.sources import IMAGE_EXTS, MAX_PIXELS, Frame, decode_image_bytes, is_glob
 
@@ -438,16 +437,7 @@ def run_folder(args) -> int:
     check_output_dir(out_dir, [s for s in args.input if not _is_remote(s)], [])
     specs = [InputSpec(i, s, args.recursive) for i, s in enumerate(args.input)]
 
-    background = parse_background(args.background) if args.background else None
-    outputs = ImageOutputs(out_dir, background, save_masks=args.save_masks, save_visual=not args.no_visual,
-                           alpha=args.alpha if args.alpha is not None else 0.5)
-    json_path = None
-    if args.json:
-        j = Path(args.json)
-        json_path = out_dir / j if not j.is_absolute() and not j.parent.parts else j
-        if json_path.suffix.lower() in IMAGE_EXTS:
-            raise UsageError(f"{json_path}: a results file named like an image could overwrite an "
-                             "input; give it a .json name")
+    outputs, json_path = cli.build_outputs(args, out_dir)
     id_map = load_image_ids(args.coco_annotations) if args.coco_annotations else None
     result_filter = cli.build_filter(args)
     model_name = _model_name(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from segkit.errors import SegkitError, UsageError
@@ -76,6 +77,36 @@ def load_model(args, progress: bool = True):
     from segkit.models import load_segmenter
 
     return load_segmenter(args.model, args.model_path, download=not args.no_download, progress=progress)
+
+
+def build_outputs(args, out_dir: Path):
+    """(ImageOutputs, results JSON path or None) from the output flags every script shares."""
+    from segkit.render import parse_background
+    from segkit.sinks import ImageOutputs
+    from segkit.sources import IMAGE_EXTS
+
+    background = parse_background(args.background) if args.background else None
+    outputs = ImageOutputs(out_dir, background, save_masks=args.save_masks, save_visual=not args.no_visual,
+                           alpha=0.5 if args.alpha is None else args.alpha)
+    json_path = None
+    if args.json:
+        j = Path(args.json)
+        json_path = out_dir / j if not j.is_absolute() and not j.parent.parts else j
+        if json_path.suffix.lower() in IMAGE_EXTS:
+            raise UsageError(f"{json_path}: a results file named like an image could overwrite an "
+                             "input; give it a .json name")
+    return outputs, json_path
+
+
+def refuse_to_overwrite_inputs(items, outputs, json_path) -> None:
+    """Never write over an input, whatever -o says: check every planned output path up front."""
+    from segkit.sources import Frame
+
+    inputs = {p.resolve() for p, _ in items}
+    for p, name in items:
+        for target in outputs.expected(Frame(None, name, p)) + ([json_path] if json_path else []):
+            if target.resolve() in inputs:
+                raise UsageError(f"{target}: output would overwrite an input file; choose another -o")
 
 
 def display_available() -> bool:

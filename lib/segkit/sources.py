@@ -12,7 +12,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
@@ -144,10 +144,11 @@ def expand_inputs(specs: Iterable[str], recursive: bool = False,
     return out
 
 
-def iter_image_frames(items: list[tuple[Path, str]], max_pixels: int = MAX_PIXELS) -> Iterator[Frame]:
-    """Decode lazily; a bad file yields a Frame with ``error`` set instead of stopping the run."""
-    for i, (path, name) in enumerate(items):
-        try:
-            yield Frame(read_image(path, max_pixels), name, path, i)
-        except InputError as e:
-            yield Frame(None, name, path, i, error=e)
+def read_frame(item: tuple[Path, str], max_pixels: int = MAX_PIXELS, index: int = 0) -> Frame:
+    """Decode one (path, output name) input. A bad file gives a Frame with ``error`` set instead
+    of raising, so a run records it and goes on with the others."""
+    path, name = item
+    try:
+        return Frame(read_image(path, max_pixels), name, path, index)
+    except InputError as e:
+        return Frame(None, name, path, index, error=e)
