@@ -48,24 +48,13 @@ def make_clip(path: Path, frames: int, size=(640, 480), fps: float = 30.0) -> Pa
     return path
 
 
-def _script():
-    """bin/segment_webcam.py as a module, to draw exactly as it does."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("segment_webcam", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def sequential(clip: Path, out: Path, model: str | None, background: str | None, show: bool) -> dict:
+    from segkit.live import make_renderer
     from segkit.models import load_segmenter
     from segkit.render import parse_background
 
-    sw = _script()
     seg = load_segmenter(model)
-    render = sw.make_renderer(parse_background(background) if background else None, 0.5)
+    render = make_renderer(parse_background(background) if background else None, 0.5)
     window = None
     if show:
         from segkit.window import Window
