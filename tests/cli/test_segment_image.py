@@ -177,3 +177,38 @@ def test_model_garden_export_by_path(repo, tmp_path, garden_export):
     x0, y0, x1, y1 = expected_box(18, 333, 517)
     assert res["category_id"] == 18
     np.testing.assert_allclose(res["bbox"], [x0, y0, x1 - x0, y1 - y0], atol=1.0)
+
+
+def test_show_opens_a_window_with_the_result_and_q_closes_it(repo, tmp_path):
+    """--show under a real (virtual) X display: the overlay is on screen, q ends the script."""
+    import os
+    import time
+    from fixtures.xdisplay import find_window, press_key, screenshot, xvfb
+
+    with xvfb(800, 600) as display:
+        env = {**_env(), "DISPLAY": display}
+        proc = subprocess.Popen([sys.executable, str(repo / "bin" / "segment_image.py"), "-i", SAMPLE,
+                                 "-o", str(tmp_path), "--show"], cwd=repo, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while find_window(display, "segkit") is None:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "no window appeared"
+                time.sleep(0.2)
+            time.sleep(0.5)  # let Tk paint
+            shot = np.asarray(screenshot(display)).astype(int)
+            written = np.asarray(Image.open(tmp_path / "000000519208.png")).astype(int)
+            # the written overlay (640x406) is somewhere on the 800x600 screen, pixel for pixel
+            h, w = written.shape[:2]
+            found = any((np.abs(shot[y:y + h, x:x + w] - written) <= 2).mean() > 0.99
+                        for y in range(0, 600 - h + 1) for x in range(0, 800 - w + 1)
+                        if (np.abs(shot[y, x] - written[0, 0]) <= 2).all())
+            assert found, "the overlay is not what the window shows"
+            press_key(display, "q")
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and os.path.exists(tmp_path / "000000519208.png")
