@@ -134,8 +134,9 @@ def _segment(plan, segmenter, outputs, cache, result_filter, args, failures) -> 
     with tqdm(total=len(plan.todo), unit="img", disable=args.quiet, file=sys.stderr,
               desc="segment_folder", dynamic_ncols=True) as bar:
         t0 = time.perf_counter()
-        stats = run_flow(prefetch_map(partial(read_frame, max_pixels=max_pixels), plan.todo, workers=workers, lookahead=4 * workers),
-                         segmenter, write, result_filter, on_error=on_error, progress=bar,
+        frames = prefetch_map(partial(read_frame, max_pixels=max_pixels), plan.todo, workers=workers,
+                              lookahead=4 * workers)
+        stats = run_flow(frames, segmenter, write, result_filter, on_error=on_error, progress=bar,
                          write_workers=workers, max_pending_writes=4 * workers)
         stats.seconds = time.perf_counter() - t0
     stats.skipped = len(plan.skipped)
