@@ -8,6 +8,8 @@ Examples:
   train_person_unet.py --folder pets_trimaps --num-classes 3 \\
       --class-names background,pet,border --output model_zoo/pets_trimap   # multi-class masks
   train_person_unet.py ... --resume          # continue a killed run from its last checkpoint
+  TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker",
+      "index": 0}}' train_person_unet.py ... --strategy multiworker   # one such process per worker
 
 The export folder gets model.keras, saved_model/, model.tflite, zoo.yaml, metrics.json and
 training_curves.png; checkpoints, state and TensorBoard logs stay in --run-dir (runs/NAME).
@@ -64,6 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--patience", type=int, default=8, help="early stopping patience (epochs)")
     m.add_argument("--lr-patience", type=int, default=3, help="ReduceLROnPlateau patience")
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+                   help="tf.distribute: mirrored = all local GPUs (or the CPU); multiworker = one "
+                        "process per worker, cluster in TF_CONFIG, worker 0 writes the outputs; "
+                        "--batch-size is per replica")
     o = p.add_argument_group("output")
     o.add_argument("--output", required=True, metavar="DIR", help="export folder, model_zoo/NAME")
     o.add_argument("--run-dir", metavar="DIR", help="checkpoints and logs (default runs/NAME)")
@@ -92,7 +98,8 @@ def make_config(args):
         loss=args.loss, augment=not args.no_augment, patience=args.patience,
         lr_patience=args.lr_patience, max_images=args.max_images,
         run_dir=Path(args.run_dir) if args.run_dir else None, resume=args.resume,
-        seed=args.seed, tflite=not args.no_tflite, verbose=0 if args.quiet else 2)
+        seed=args.seed, tflite=not args.no_tflite, verbose=0 if args.quiet else 2,
+        strategy=args.strategy)
 
 
 def main(argv=None) -> int:
@@ -112,6 +119,10 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     early = " (early stop)" if metrics.get("stopped_early") else ""
+    if metrics.get("chief") is False:
+        print(f"trained as a non-chief worker for {metrics['epochs']} epochs{early}; "
+              "the chief writes the outputs")
+        return 0
     print(f"trained {metrics['encoder']} {metrics['image_size']}px for {metrics['epochs']} epochs"
           f"{early}: "
           f"best {metrics['monitor']} {metrics['best_iou']:.3f} (epoch {metrics['best_epoch']}), "

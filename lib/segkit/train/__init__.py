@@ -63,6 +63,7 @@ class TrainConfig:
     export: bool = True
     tflite: bool = True
     verbose: int = 2
+    strategy: str = "default"                      # tf.distribute: default/mirrored/multiworker
 
     def resolved_class_names(self) -> list[str]:
         if self.class_names:
@@ -150,6 +151,9 @@ def check_inputs(cfg: TrainConfig) -> None:
         raise ValueError(f"--image-size {cfg.image_size}: too small (at least 32)")
     check_encoder_weights(cfg.encoder, cfg.image_size, cfg.encoder_weights)
     cfg.resolved_class_names()
+    from segkit.train.distribute import check_strategy
+
+    check_strategy(cfg.strategy)
 
 
 def build_sources(cfg: TrainConfig, coco_pairs, folders):
@@ -164,6 +168,18 @@ def train(cfg: TrainConfig) -> dict:
     """Train, validate each epoch, checkpoint, export. Returns the metrics written."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     check_inputs(cfg)
+    from segkit.train import distribute
+
+    dist = distribute.make_distribution(cfg.strategy)  # first: before any other TF op runs
+    run_dir, output, scratch = distribute.worker_dirs(
+        dist, Path(cfg.run_dir or Path("runs") / Path(cfg.output).name), Path(cfg.output))
+    try:
+        return _train(cfg, dist, run_dir, output)
+    finally:
+        distribute.remove_scratch(scratch)  # a non-chief worker's private copy
+
+
+def _train(cfg: TrainConfig, dist, run_dir: Path, output: Path) -> dict:
     class_names = cfg.resolved_class_names()
     train_sources = build_sources(cfg, cfg.coco, cfg.folders)
     val_sources = build_sources(cfg, cfg.val_coco, cfg.val_folders)
@@ -172,7 +188,7 @@ def train(cfg: TrainConfig) -> dict:
     import keras
     import numpy as np
 
-    from segkit.train import data, losses, nets
+    from segkit.train import data, distribute, losses, nets
 
     keras.utils.set_random_seed(cfg.seed)
     train_items, held_out = data.split_items([len(s) for s in train_sources], val_split, cfg.seed)
@@ -183,13 +199,15 @@ def train(cfg: TrainConfig) -> dict:
     val_items = held_out + [(len(train_sources) + s, i) for s, i in
                             data.split_items([len(v) for v in val_sources], 0)[0]]
     augment = data.Augment() if cfg.augment else None
-    train_ds = data.make_dataset(sources, train_items, image_size=cfg.image_size,
-                                 batch_size=cfg.batch_size, training=True, augment=augment,
-                                 seed=cfg.seed)
-    val_ds = (data.make_dataset(sources, val_items, image_size=cfg.image_size,
-                                batch_size=cfg.batch_size, training=False) if val_items else None)
+    # --batch-size is per replica: tf.distribute splits each global batch between replicas.
+    batch_size = dist.global_batch_size(cfg.batch_size)
+    train_ds = distribute.shard_by_data(data.make_dataset(
+        sources, train_items, image_size=cfg.image_size, batch_size=batch_size, training=True,
+        augment=augment, seed=cfg.seed))
+    val_ds = (distribute.shard_by_data(data.make_dataset(
+        sources, val_items, image_size=cfg.image_size, batch_size=batch_size, training=False))
+        if val_items else None)
 
-    run_dir = Path(cfg.run_dir or Path("runs") / Path(cfg.output).name)
     ckpt_dir = run_dir / "checkpoints"
     state_path = run_dir / STATE_FILE
     signature = {"encoder": cfg.encoder, "image_size": cfg.image_size,
@@ -199,13 +217,18 @@ def train(cfg: TrainConfig) -> dict:
     state = _start_state(cfg, run_dir, state_path, signature)
     initial_epoch = state["epoch"]
 
-    if initial_epoch:
-        model = keras.saving.load_model(ckpt_dir / state["checkpoint"])  # + optimizer state
-    else:
-        model = nets.build_unet(cfg.encoder, cfg.image_size, cfg.num_classes, cfg.encoder_weights)
-        # No XLA: on CPU it compiled MobileNetV2 U-Net for 90 s and then ran 1.6x slower.
-        model.compile(optimizer=keras.optimizers.Adam(cfg.lr), loss=losses.make_loss(cfg.loss),
-                      metrics=losses.make_metrics(cfg.channels, class_names), jit_compile=False)
+    with dist.strategy.scope():  # model, optimizer and metric variables live on every replica
+        if initial_epoch:
+            model = keras.saving.load_model(ckpt_dir / state["checkpoint"])  # + optimizer state
+        else:
+            model = nets.build_unet(cfg.encoder, cfg.image_size, cfg.num_classes,
+                                    cfg.encoder_weights)
+            # No XLA: on CPU it compiled MobileNetV2 U-Net for 90 s and then ran 1.6x slower.
+            model.compile(optimizer=keras.optimizers.Adam(cfg.lr),
+                          loss=losses.make_loss(cfg.loss),
+                          metrics=losses.make_metrics(cfg.channels, class_names),
+                          jit_compile=False)
+    distribute.build_from_local_batch(model, dist)
 
     monitor = "val_iou" if val_ds is not None else "iou"
     cbs = callback_types()
@@ -238,7 +261,10 @@ def train(cfg: TrainConfig) -> dict:
             f"(last good checkpoint: {ckpt_dir / str(state.get('checkpoint'))}); "
             "try a lower --lr")
     plot_curves(state["history"], run_dir / "training_curves.png")
-    metrics = summarize(cfg, state, model, sources, train_items, val_items, monitor)
+    metrics = {**summarize(cfg, state, model, sources, train_items, val_items, monitor),
+               **dist.summary(cfg.batch_size)}
+    if not dist.chief:  # the chief exports (from best.keras: no collective op left to join)
+        return {**metrics, "chief": False}
     if not cfg.export:
         return metrics
 
@@ -251,7 +277,7 @@ def train(cfg: TrainConfig) -> dict:
         check = next(iter(val_ds.take(1)))[0].numpy()[:4]
     description = (f"segkit U-Net ({cfg.encoder}) trained here, {'/'.join(class_names)} "
                    f"{cfg.image_size}x{cfg.image_size}, {monitor} {metrics['best_iou']:.3f}")
-    return export_model(final, cfg.output, classes=class_names, metrics=metrics,
+    return export_model(final, output, classes=class_names, metrics=metrics,
                         description=description, check_images=check, tflite=cfg.tflite,
                         extra_files={"training_curves.png": run_dir / "training_curves.png"})
 
