@@ -216,9 +216,6 @@ LOSS_SCALE_CHECK = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="losses.py: Loss.call returns a scalar, and Keras 3 only "
-                   "divides non-scalar losses by the number of replicas, so with N replicas the "
-                   "loss (and its gradient) is N times too large; fix: return shape (1,)")
 def test_project_losses_are_averaged_over_replicas():
     """Pixel cross-entropy of one batch of 4: the same with 1 replica and with 2 (2x2 images)."""
     run = subprocess.run([sys.executable, "-c", LOSS_SCALE_CHECK], capture_output=True,

@@ -34,6 +34,13 @@ def predicted_classes(y_pred, threshold: float = 0.5):
     return ops.cast(ops.argmax(y_pred, axis=-1), "int32")
 
 
+def _per_replica(value):
+    """Shape (1,), not a scalar: Keras 3 divides a loss by the number of replicas only when it is
+    not a scalar, so a scalar would make loss and gradient N times too large under
+    tf.distribute with N replicas (shape (1,) averages to the same value on one replica)."""
+    return ops.reshape(value, (1,))
+
+
 class _Composable:
     """`a + b` and `w * a` for losses."""
 
@@ -65,7 +72,7 @@ class JaccardLoss(_Composable, keras.losses.Loss):
         intersection = ops.sum(y * y_pred, axis=axes)
         union = ops.sum(y, axis=axes) + ops.sum(y_pred, axis=axes) - intersection
         iou = (intersection + self.smooth) / (union + self.smooth)
-        return 1.0 - ops.mean(iou)
+        return _per_replica(1.0 - ops.mean(iou))
 
     def get_config(self):
         return {**super().get_config(), "smooth": self.smooth}
@@ -84,7 +91,7 @@ class CrossEntropy(_Composable, keras.losses.Loss):
             ce = keras.losses.binary_crossentropy(ops.cast(y_true, "float32"), y_pred)
         else:
             ce = keras.losses.sparse_categorical_crossentropy(y_true[..., 0], y_pred)
-        return ops.mean(ce)
+        return _per_replica(ops.mean(ce))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
