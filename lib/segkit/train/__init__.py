@@ -242,6 +242,9 @@ def _train(cfg: TrainConfig, dist, run_dir: Path, output: Path) -> dict:
     saver = cbs.EpochState(run_dir, state, monitor, nan_guard, early=early, plateau=plateau,
                            clock=clock)
     callbacks = [nan_guard, clock, early, plateau,
+                 # one replica only: under a multi-worker strategy the eager calls would
+                 # recalibrate each worker on its own shard and diverge the copies
+                 *([cbs.PreciseBN(train_ds)] if val_ds is not None and dist.replicas == 1 else []),
                  keras.callbacks.TensorBoard(run_dir / "logs", write_graph=False,
                                              profile_batch=0),
                  saver]  # last: it records the counters the others just updated
@@ -359,8 +362,37 @@ def callback_types():
             if previous and previous != name:
                 (ckpt / previous).unlink(missing_ok=True)
 
+    class PreciseBN(keras.callbacks.Callback):
+        """Before each validation, set BatchNorm's moving statistics to the exact average over
+        ``batches`` training batches with the current weights (detectron2's PreciseBN).
+
+        Trained from scratch, a deep encoder's weights move faster than the exponential moving
+        averages follow: the MobileNetV2 U-Net reached train IoU 0.53 in batch-statistics mode
+        while inference mode (moving statistics) predicted no person at all. Validation,
+        checkpoints and the export all see the recalibrated statistics.
+        """
+
+        def __init__(self, dataset, batches: int = 24):
+            super().__init__()
+            self.dataset, self.batches = dataset, batches
+
+        def on_test_begin(self, logs=None):
+            layers = [layer for layer in self.model._flatten_layers()
+                      if isinstance(layer, keras.layers.BatchNormalization)]
+            if not layers:
+                return
+            momenta = [layer.momentum for layer in layers]
+            try:
+                for k, (images, _) in enumerate(self.dataset.take(self.batches)):
+                    for layer in layers:  # moving = cumulative mean of the k+1 batches so far
+                        layer.momentum = k / (k + 1)
+                    self.model(images, training=True)
+            finally:
+                for layer, m in zip(layers, momenta):
+                    layer.momentum = m
+
     return types.SimpleNamespace(StopOnNaN=StopOnNaN, Throughput=Throughput,
-                                 EpochState=EpochState)
+                                 EpochState=EpochState, PreciseBN=PreciseBN)
 
 
 # What EarlyStopping / ReduceLROnPlateau remember between epochs (restored by --resume).
