@@ -71,3 +71,24 @@ def test_imagenet_weights_are_used_when_keras_has_them_cached(tmp_path, monkeypa
     model = nets.build_unet("mobilenetv2", 96, encoder_weights="imagenet")
     np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0],
                                   donor.get_layer("Conv1").get_weights()[0])
+
+
+def test_precise_bn_sets_moving_statistics_to_the_mean_over_training_batches():
+    import keras
+    import tensorflow as tf
+
+    from segkit.train import callback_types
+
+    inputs = keras.Input((4, 4, 2))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.999)(inputs))
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc=3.0 + k, scale=2.0, size=(8, 4, 4, 2)).astype("float32") for k in range(4)]
+    ds = tf.data.Dataset.from_tensor_slices((np.concatenate(batches), np.zeros((32, 4, 4, 1)))).batch(8)
+    bn = model.layers[-1]
+    assert np.allclose(bn.moving_mean.numpy(), 0)  # stale: what momentum 0.999 would still show
+    cb = callback_types().PreciseBN(ds, batches=4)
+    cb.set_model(model)
+    cb.on_test_begin()
+    want = np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), want, rtol=1e-5)
+    assert bn.momentum == 0.999  # restored
