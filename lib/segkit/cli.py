@@ -33,6 +33,18 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=_fraction, metavar="T",
                    help="minimum instance score / person probability, 0..1 (default 0.5)")
     g.add_argument("--max-instances", type=int, metavar="N", help="keep the N best instances per image")
+    g.add_argument("--list-classes", action=_ListClasses, help="print the COCO class ids and names, then exit")
+
+
+class _ListClasses(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from segkit.labels import COCO_CATEGORIES
+
+        print("\n".join(f"{cid:3d}  {name}" for cid, name in COCO_CATEGORIES.items()))
+        parser.exit()
 
 
 def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
