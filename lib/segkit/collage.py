@@ -30,7 +30,7 @@ import numpy as np
 
 from segkit.errors import InputError, SegkitError, UsageError
 from segkit.frames import MANIFEST_NAME, read_manifest
-from segkit.sinks import atomic_write_bytes
+from segkit.sinks import FILE_MODE, atomic_write_bytes
 from segkit.sources import IMAGE_EXTS, read_image
 
 PANELS = ("original", "mask", "cutout")
@@ -321,19 +321,13 @@ def write_mp4(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float,
         got = _count_frames(tmp)
         if got != n:
             raise SegkitError(f"{path}: wrote {n} frames but the MP4 reads back {got}")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; an output is as readable as any file
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; an output is as readable as any file
         os.replace(tmp, path)
     finally:
         if writer is not None:
             writer.release()
         tmp.unlink(missing_ok=True)
     return AnimationResult(path, n, fps, step, path.stat().st_size, *size)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _count_frames(path: Path) -> int:

@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from segkit.errors import InputError, SegkitError
+from segkit.sinks import FILE_MODE
 from segkit.sources import Frame
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
@@ -310,10 +311,7 @@ class AtomicVideoWriter:
             raise SegkitError(f"{self.path}: cannot write here ({e.strerror or e})") from None
         os.close(fd)
         self.tmp_path = Path(tmp)
-        # mkstemp makes the file private (0600); give the video the permissions a new file gets.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp_path, 0o666 & ~umask)
+        os.chmod(self.tmp_path, FILE_MODE)  # mkstemp makes it private (0600)
         self.frames_in = 0       # frames given to write()
         self.frames_written = 0  # frames encoded (repeats included)
         self.write_seconds = 0.0
