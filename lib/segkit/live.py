@@ -6,9 +6,7 @@ the Drawer's thread; queues hold at most a couple of frames, so nothing builds a
 """
 from __future__ import annotations
 
-import queue
 import signal
-import threading
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -19,6 +17,7 @@ import numpy as np
 
 from segkit.errors import SegkitError
 from segkit.render import cutout, foreground_alpha, overlay
+from segkit.workers import QueueWorker
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports
 PROGRESS_EVERY_S = 5.0
@@ -102,7 +101,7 @@ def draw_hud(image: np.ndarray, stats: RunStats, model_ms: float, dropped: int |
     return out
 
 
-class Drawer:
+class Drawer(QueueWorker):
     """Draws results and hands them to the video writer on its own thread, off the model's.
 
     ``latest`` holds the newest drawn frame for the window (shown by the main thread, as Tk
@@ -115,34 +114,22 @@ class Drawer:
         self.latest: np.ndarray | None = None
         self.drawn = 0
         self.draw_s = 0.0
-        self.error: BaseException | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._thread = threading.Thread(target=self._run, name="segkit-draw", daemon=True)
-        self._thread.start()
+        super().__init__("segkit-draw", queue_size)
 
     def submit(self, image: np.ndarray, seg, timestamp: float | None) -> None:
         self._raise_error()
-        self._queue.put((image, seg, timestamp))
+        self._put((image, seg, timestamp))
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue  # keep draining so submit() never blocks forever
-            image, seg, timestamp = item
-            try:
-                t0 = time.perf_counter()
-                vis = self.render(image, seg)
-                self.draw_s += time.perf_counter() - t0
-                if self.writer is not None:
-                    self.writer.write(vis, timestamp)
-                if self.keep_latest:
-                    self.latest = vis
-                self.drawn += 1
-            except BaseException as e:
-                self.error = e
+    def _handle(self, item) -> None:
+        image, seg, timestamp = item
+        t0 = time.perf_counter()
+        vis = self.render(image, seg)
+        self.draw_s += time.perf_counter() - t0
+        if self.writer is not None:
+            self.writer.write(vis, timestamp)
+        if self.keep_latest:
+            self.latest = vis
+        self.drawn += 1
 
     def _raise_error(self) -> None:
         if self.error is not None:
@@ -150,9 +137,7 @@ class Drawer:
 
     def close(self) -> None:
         """Draw and write what is queued, then stop (every segmented frame reaches the video)."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        self._finish()
 
 
 def run_stream(source, segmenter, result_filter, render, writer=None, window=None,

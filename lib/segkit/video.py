@@ -39,6 +39,7 @@ import numpy as np
 from segkit.errors import InputError, SegkitError
 from segkit.sinks import FILE_MODE
 from segkit.sources import Frame
+from segkit.workers import QueueWorker
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 #: container -> FourCC the opencv-python wheels can encode (no H.264 encoder ships with them)
@@ -285,7 +286,7 @@ def check_video_path(path: str | os.PathLike) -> str:
     return WRITER_FOURCC[ext]
 
 
-class AtomicVideoWriter:
+class AtomicVideoWriter(QueueWorker):
     """Encode RGB frames into ``path`` on a writer thread; the file appears only when complete.
 
     Frames go into a temp file beside ``path`` (same extension, so FFmpeg picks the same
@@ -319,16 +320,13 @@ class AtomicVideoWriter:
         self._writer: cv2.VideoWriter | None = None
         self._t0: float | None = None
         self._scheduled = 0
-        self._error: BaseException | None = None
         self._closed = False
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
-        self._thread = threading.Thread(target=self._run, name="segkit-video-writer", daemon=True)
-        self._thread.start()
+        super().__init__("segkit-video-writer", queue_size)
 
     def write(self, image: np.ndarray, timestamp: float | None = None) -> None:
         """Queue one RGB uint8 frame (blocks when the writer is ``queue_size`` frames behind)."""
-        if self._error is not None:
-            raise SegkitError(f"{self.path}: writing video failed ({self._error})") from self._error
+        if self.error is not None:
+            raise SegkitError(f"{self.path}: writing video failed ({self.error})") from self.error
         if self._closed:
             raise SegkitError(f"{self.path}: writer already closed")
         repeats = 1
@@ -339,31 +337,22 @@ class AtomicVideoWriter:
             repeats = max(1, due - self._scheduled)
         self._scheduled += repeats
         self.frames_in += 1
-        self._queue.put((image, repeats))
+        self._put((image, repeats))
 
-    def _run(self):
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None:
-                continue  # keep draining so write() never blocks forever
-            image, repeats = item
-            try:
-                t0 = time.perf_counter()
-                if self._writer is None:
-                    self._open(image)
-                if (image.shape[1], image.shape[0]) != self.size:
-                    image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-                if image.ndim == 3 and image.shape[2] == 4:
-                    image = image[..., :3]
-                bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-                for _ in range(repeats):
-                    self._writer.write(bgr)
-                self.frames_written += repeats
-                self.write_seconds += time.perf_counter() - t0
-            except BaseException as e:
-                self._error = e
+    def _handle(self, item) -> None:
+        image, repeats = item
+        t0 = time.perf_counter()
+        if self._writer is None:
+            self._open(image)
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        if image.ndim == 3 and image.shape[2] == 4:
+            image = image[..., :3]
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        for _ in range(repeats):
+            self._writer.write(bgr)
+        self.frames_written += repeats
+        self.write_seconds += time.perf_counter() - t0
 
     def _open(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
@@ -382,8 +371,7 @@ class AtomicVideoWriter:
         if self._closed:
             return self.path if self.path.exists() and self.frames_written else None
         self._closed = True
-        self._queue.put(None)
-        self._thread.join()
+        self._finish()
         if self._writer is not None:
             self._writer.release()  # writes the container index: the file becomes playable
         if self.frames_written and self.tmp_path.exists() and self.tmp_path.stat().st_size > 0:
@@ -391,10 +379,6 @@ class AtomicVideoWriter:
             return self.path
         self.tmp_path.unlink(missing_ok=True)
         return None
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._error
 
     def __enter__(self):
         return self
