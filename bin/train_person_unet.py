@@ -53,10 +53,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="hold out this fraction of the training images (default 0.1 when no "
                         "validation source is given)")
     m = p.add_argument_group("model and schedule")
-    m.add_argument("--encoder", choices=("mobilenetv2", "vgg16", "shallow"), default="mobilenetv2")
-    m.add_argument("--encoder-weights", default="none",
-                   help="none (train from scratch), imagenet (only if already in ~/.keras/models), "
-                        "or a weights file")
+    m.add_argument("--encoder", choices=("mobilenetv2", "vgg16", "shallow", "selfie"),
+                   default="mobilenetv2",
+                   help="selfie = MediaPipe's pretrained selfie segmentation network, fine-tuned")
+    m.add_argument("--encoder-weights",
+                   help="none (train from scratch; the default for mobilenetv2/vgg16/shallow), "
+                        "imagenet (only if already in ~/.keras/models), mediapipe (the bundled "
+                        "selfie model; the default for --encoder selfie), or a weights file")
     m.add_argument("--image-size", type=int, default=256)
     m.add_argument("--epochs", type=int, default=30)
     m.add_argument("--batch-size", type=int, default=8)
@@ -65,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--no-augment", action="store_true")
     m.add_argument("--patience", type=int, default=8, help="early stopping patience (epochs)")
     m.add_argument("--lr-patience", type=int, default=3, help="ReduceLROnPlateau patience")
+    m.add_argument("--ema", type=float, metavar="MOMENTUM",
+                   help="validate, checkpoint and export an exponential moving average of the "
+                        "weights (e.g. 0.99): smoother than the last step's weights on small data")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                    help="tf.distribute: mirrored = all local GPUs (or the CPU); multiworker = one "
@@ -77,6 +83,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--no-tflite", action="store_true", help="export Keras/SavedModel only")
     o.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     return p.parse_args(argv)
+
+
+def default_weights(encoder: str, weights: str | None) -> str | None:
+    """--encoder-weights as TrainConfig takes it: None = from scratch."""
+    if weights is None:
+        return "mediapipe" if encoder == "selfie" else None
+    return None if weights == "none" else weights
 
 
 def make_config(args):
@@ -93,10 +106,10 @@ def make_config(args):
         val_folders=[Path(f) for f in args.val_folder], val_split=args.val_split,
         category=args.category, include_negatives=args.include_negatives,
         num_classes=args.num_classes, class_names=names, encoder=args.encoder,
-        encoder_weights=None if args.encoder_weights == "none" else args.encoder_weights,
+        encoder_weights=default_weights(args.encoder, args.encoder_weights),
         image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         loss=args.loss, augment=not args.no_augment, patience=args.patience,
-        lr_patience=args.lr_patience, max_images=args.max_images,
+        lr_patience=args.lr_patience, ema=args.ema, max_images=args.max_images,
         run_dir=Path(args.run_dir) if args.run_dir else None, resume=args.resume,
         seed=args.seed, tflite=not args.no_tflite, verbose=0 if args.quiet else 2,
         strategy=args.strategy)

@@ -23,6 +23,29 @@ def test_heads_sigmoid_for_binary_softmax_for_multiclass(encoder):
         np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5)
 
 
+def test_selfie_encoder_starts_from_the_bundled_mediapipe_weights():
+    from segkit.train.tflite_import import keras_model_from_tflite
+
+    pretrained = nets.build_unet("selfie", 64, 2, "mediapipe")
+    assert pretrained.output_shape == (None, 64, 64, 1)
+    assert pretrained.get_layer("probs").get_config()["activation"] == "sigmoid"
+    reference = keras_model_from_tflite(
+        nets.check_encoder_weights("selfie", 64, "mediapipe"), 64)
+    x = np.random.default_rng(0).random((1, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(pretrained.predict(x, verbose=0), reference.predict(x, verbose=0),
+                               atol=1e-6)
+    scratch = nets.build_unet("selfie", 64, 2, None)  # same graph, fresh initialisation
+    assert [w.shape for w in scratch.weights] == [w.shape for w in pretrained.weights]
+    assert not np.allclose(scratch.get_layer("conv2d").get_weights()[0],
+                           pretrained.get_layer("conv2d").get_weights()[0])
+    multi = nets.build_unet("selfie", 64, 3, "mediapipe")  # new softmax head on the same features
+    np.testing.assert_allclose(np.asarray(multi(x)).sum(-1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="selfie encoder has no ImageNet weights"):
+        nets.build_unet("selfie", 64, 2, "imagenet")
+    with pytest.raises(ValueError, match="only for --encoder selfie"):
+        nets.build_unet("mobilenetv2", 64, 2, "mediapipe")
+
+
 def test_bad_sizes_and_names_are_one_line_errors():
     with pytest.raises(ValueError, match="multiple of 32"):
         nets.build_unet("mobilenetv2", 100)
@@ -92,3 +115,39 @@ def test_precise_bn_sets_moving_statistics_to_the_mean_over_training_batches():
     want = np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0)
     np.testing.assert_allclose(bn.moving_mean.numpy(), want, rtol=1e-5)
     assert bn.momentum == 0.999  # restored
+
+
+def test_swap_ema_checkpoints_the_average_and_a_resume_trains_the_raw_weights(tmp_path):
+    """--ema: what a checkpoint holds as model weights is the average; reloaded with
+    resumed=True the callback swaps the raw weights back in before the next epoch trains."""
+    import keras
+
+    from segkit.train import callback_types
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer=keras.optimizers.Adam(0.1, use_ema=True, ema_momentum=0.9), loss="mse")
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = x @ np.array([[1.0], [-2.0], [0.5], [3.0]], np.float32)
+    saved = {}
+
+    class SaveFirstEpoch(keras.callbacks.Callback):  # what EpochState does, after the swap
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                self.model.save(tmp_path / "ckpt.keras")
+                saved["average"] = [w.numpy() for w in self.model.trainable_weights]
+                saved["raw"] = [v.numpy() for v in
+                                self.model.optimizer._model_variables_moving_average]
+
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0,
+              callbacks=[callback_types().SwapEMA(resumed=False), SaveFirstEpoch()])
+    assert not np.allclose(saved["average"][0], saved["raw"][0])
+    loaded = keras.saving.load_model(tmp_path / "ckpt.keras")
+    np.testing.assert_allclose(loaded.trainable_weights[0].numpy(), saved["average"][0])
+    resumed = callback_types().SwapEMA(resumed=True)
+    resumed.set_model(loaded)
+    resumed.on_epoch_begin(1)
+    np.testing.assert_allclose(loaded.trainable_weights[0].numpy(), saved["raw"][0], rtol=1e-6)
+    np.testing.assert_allclose(loaded.optimizer._model_variables_moving_average[0].numpy(),
+                               saved["average"][0], rtol=1e-6)

@@ -216,3 +216,28 @@ def test_help_and_bad_coco_root_are_one_line(tmp_path):
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1
     assert bad.stderr.startswith("segkit: error: ImageNet weights for mobilenetv2 not found at "
                                  f"{tmp_path / 'keras' / 'models'}")
+
+
+def test_selfie_encoder_fine_tunes_the_pretrained_network_and_reimports(tmp_path):
+    """--encoder selfie starts from MediaPipe's weights (its first validation is already far
+    above a from-scratch net's), exports TFLite, and that file imports back for more training."""
+    from segkit.train.tflite_import import keras_model_from_tflite
+
+    out = tmp_path / "zoo" / "tuned"
+    args = ["--coco-root", str(shared_path("coco")), "--val-coco-root", str(shared_path("coco")),
+            "--encoder", "selfie", "--image-size", "128", "--batch-size", "4", "--max-images", "4",
+            "--epochs", "1", "--lr", "1e-5", "--no-augment", "--quiet", "--output", str(out)]
+    assert _cli().main([*args, "--run-dir", str(tmp_path / "run")]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["encoder"], m["encoder_weights"], m["params"]) == ("selfie", "mediapipe", 106401)
+    assert m["best_iou"] > 0.3  # pretrained person features, barely moved at lr 1e-5 (0.41)
+    assert _cli().main([*args, "--run-dir", str(tmp_path / "scratch"), "--encoder-weights", "none",
+                        "--output", str(tmp_path / "zoo" / "scratch"), "--no-tflite"]) == 0
+    scratch = json.loads((tmp_path / "zoo" / "scratch" / "metrics.json").read_text())
+    assert scratch["encoder_weights"] == "none" and scratch["best_iou"] < m["best_iou"]
+    reimported = keras_model_from_tflite(out / "model.tflite")
+    x = np.random.default_rng(0).random((1, 128, 128, 3)).astype(np.float32)
+    import keras
+    np.testing.assert_allclose(reimported.predict(x, verbose=0),
+                               keras.saving.load_model(out / "model.keras").predict(x, verbose=0),
+                               atol=1e-4)

@@ -25,7 +25,7 @@ from pathlib import Path
 STATE_FILE = "state.json"
 # What must match for --resume to continue the same run (the rest may change, e.g. --epochs).
 RESUME_KEYS = ("encoder", "image_size", "num_classes", "class_names", "loss", "batch_size",
-               "sources", "val_split", "seed", "max_images")
+               "sources", "val_split", "seed", "max_images", "ema")
 
 
 class TrainingDiverged(RuntimeError):
@@ -56,6 +56,7 @@ class TrainConfig:
     augment: bool = True
     patience: int = 8                              # early stopping (epochs without val IoU gain)
     lr_patience: int = 3                           # ReduceLROnPlateau (epochs without val loss gain)
+    ema: float | None = None                       # weight EMA momentum (validate/export the average)
     max_images: int | None = None                  # cap on training images (smoke runs)
     run_dir: Path | None = None
     resume: bool = False
@@ -112,11 +113,30 @@ def keras_cache_dir() -> Path:
     return Path(home if os.access(home, os.W_OK) else "/tmp") / ".keras"
 
 
+#: The zoo model the ``selfie`` encoder starts from (bundled, Apache-2.0).
+SELFIE_MODEL = "selfie_segmentation"
+
+
 def check_encoder_weights(encoder: str, input_size: int, weights: str | None) -> str | None:
     """The weights file to load (None: from scratch). ImageNet weights are taken only from Keras'
-    download cache: nothing can be downloaded here, so a missing file fails fast."""
+    download cache: nothing can be downloaded here, so a missing file fails fast. The ``selfie``
+    encoder takes ``mediapipe`` (the bundled selfie model) or a .tflite file instead."""
     if weights in (None, "none", ""):
         return None
+    if encoder == "selfie":
+        if weights == "imagenet":
+            raise ValueError("the selfie encoder has no ImageNet weights (use --encoder-weights "
+                             "mediapipe, none, or a selfie-style .tflite file)")
+        if weights == "mediapipe":
+            from segkit import zoo
+
+            return str(zoo.resolve(zoo.load_registry().get(SELFIE_MODEL), progress=False))
+        path = Path(weights)
+        if not path.is_file():
+            raise ValueError(f"--encoder-weights {weights}: {path} not found")
+        return str(path)
+    if weights == "mediapipe":
+        raise ValueError(f"--encoder-weights mediapipe is only for --encoder selfie, not {encoder}")
     if weights != "imagenet":
         if encoder == "shallow":
             imagenet_weights_file(encoder, input_size)  # raises: no pretrained weights
@@ -147,6 +167,8 @@ def check_inputs(cfg: TrainConfig) -> None:
         raise ValueError(f"--num-classes {cfg.num_classes}: need at least 2 (background + one)")
     if cfg.num_classes > 2 and (cfg.coco or cfg.val_coco):
         raise ValueError("--num-classes > 2 needs folder masks (COCO sources give binary masks)")
+    if cfg.ema is not None and not 0 < cfg.ema < 1:
+        raise ValueError(f"--ema {cfg.ema}: the averaging momentum must be between 0 and 1")
     if cfg.image_size < 32:
         raise ValueError(f"--image-size {cfg.image_size}: too small (at least 32)")
     check_encoder_weights(cfg.encoder, cfg.image_size, cfg.encoder_weights)
@@ -213,7 +235,8 @@ def _train(cfg: TrainConfig, dist, run_dir: Path, output: Path) -> dict:
     signature = {"encoder": cfg.encoder, "image_size": cfg.image_size,
                  "num_classes": cfg.num_classes, "class_names": class_names, "loss": cfg.loss,
                  "batch_size": cfg.batch_size, "val_split": val_split, "seed": cfg.seed,
-                 "max_images": cfg.max_images, "sources": [s.description for s in sources]}
+                 "max_images": cfg.max_images, "ema": cfg.ema,
+                 "sources": [s.description for s in sources]}
     state = _start_state(cfg, run_dir, state_path, signature)
     initial_epoch = state["epoch"]
 
@@ -224,7 +247,10 @@ def _train(cfg: TrainConfig, dist, run_dir: Path, output: Path) -> dict:
             model = nets.build_unet(cfg.encoder, cfg.image_size, cfg.num_classes,
                                     cfg.encoder_weights)
             # No XLA: on CPU it compiled MobileNetV2 U-Net for 90 s and then ran 1.6x slower.
-            model.compile(optimizer=keras.optimizers.Adam(cfg.lr),
+            # use_ema: Adam keeps an exponential moving average of the weights beside them.
+            optimizer = (keras.optimizers.Adam(cfg.lr, use_ema=True, ema_momentum=cfg.ema)
+                         if cfg.ema else keras.optimizers.Adam(cfg.lr))
+            model.compile(optimizer=optimizer,
                           loss=losses.make_loss(cfg.loss),
                           metrics=losses.make_metrics(cfg.channels, class_names),
                           jit_compile=False)
@@ -241,7 +267,9 @@ def _train(cfg: TrainConfig, dist, run_dir: Path, output: Path) -> dict:
     clock = cbs.Throughput(len(train_items))
     saver = cbs.EpochState(run_dir, state, monitor, nan_guard, early=early, plateau=plateau,
                            clock=clock)
-    callbacks = [nan_guard, clock, early, plateau,
+    # First, so validation, the counters and the checkpoints all see the averaged weights.
+    ema = [cbs.SwapEMA(resumed=initial_epoch > 0)] if cfg.ema else []
+    callbacks = [*ema, nan_guard, clock, early, plateau,
                  # one replica only: under a multi-worker strategy the eager calls would
                  # recalibrate each worker on its own shard and diverge the copies
                  *([cbs.PreciseBN(train_ds)] if val_ds is not None and dist.replicas == 1 else []),
@@ -278,7 +306,10 @@ def _train(cfg: TrainConfig, dist, run_dir: Path, output: Path) -> dict:
     check = None
     if val_ds is not None:
         check = next(iter(val_ds.take(1)))[0].numpy()[:4]
-    description = (f"segkit U-Net ({cfg.encoder}) trained here, {'/'.join(class_names)} "
+    network = ("MediaPipe selfie segmentation network fine-tuned here"
+               if cfg.encoder == "selfie" and cfg.encoder_weights else
+               f"segkit U-Net ({cfg.encoder}) trained here")
+    description = (f"{network}, {'/'.join(class_names)} "
                    f"{cfg.image_size}x{cfg.image_size}, {monitor} {metrics['best_iou']:.3f}")
     return export_model(final, output, classes=class_names, metrics=metrics,
                         description=description, check_images=check, tflite=cfg.tflite,
@@ -391,8 +422,20 @@ def callback_types():
                 for layer, m in zip(layers, momenta):
                     layer.momentum = m
 
+    class SwapEMA(keras.callbacks.SwapEMAWeights):
+        """Validate and checkpoint the weight average (``--ema``), train the raw weights.
+
+        With swap_on_epoch the checkpoint written at an epoch's end holds the average as the
+        model's weights and the raw weights in the optimizer's average slots, so a resumed run
+        must swap back before training, as the uninterrupted run does at each epoch's start.
+        """
+
+        def __init__(self, resumed: bool):
+            super().__init__(swap_on_epoch=True)
+            self._ema_weights_in_model = resumed
+
     return types.SimpleNamespace(StopOnNaN=StopOnNaN, Throughput=Throughput,
-                                 EpochState=EpochState, PreciseBN=PreciseBN)
+                                 EpochState=EpochState, PreciseBN=PreciseBN, SwapEMA=SwapEMA)
 
 
 # What EarlyStopping / ReduceLROnPlateau remember between epochs (restored by --resume).

@@ -125,7 +125,7 @@ def export_model(model, out_dir: str | Path, *, classes: list[str], metrics: dic
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable) + "\n")
         entry = zoo_entry(name, description=description, input_size=size, channels=classes,
                           **entry_extra)
-        header = ("# Written by bin/train_person_unet.py (lib/segkit/train/export.py); merged into "
+        header = ("# Written by the training export (lib/segkit/train/export.py); merged into "
                   "model_zoo/zoo.yaml by the registry.\n")
         (tmp / "zoo.yaml").write_text(header + yaml.safe_dump({"models": {name: entry}},
                                                                sort_keys=False))

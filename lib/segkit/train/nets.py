@@ -1,4 +1,5 @@
-"""Segmentation networks: U-Net over a keras.applications encoder, and a shallow baseline.
+"""Segmentation networks: U-Net over a keras.applications encoder, a shallow baseline, and
+MediaPipe's selfie segmentation network rebuilt in Keras from its pretrained weights (``selfie``).
 
 Every model takes RGB float32 in 0..1 (``normalize: unit`` in the zoo) and does the encoder's own
 preprocessing inside the graph, so the Keras, SavedModel and TFLite exports are fed the same way.
@@ -11,7 +12,7 @@ from keras import layers
 
 from segkit.train import check_encoder_weights
 
-ENCODERS = ("mobilenetv2", "vgg16", "shallow")
+ENCODERS = ("mobilenetv2", "vgg16", "shallow", "selfie")
 
 # Encoder feature maps the decoder concatenates, deepest first (strides 16, 8, 4, 2[, 1]).
 _SKIPS = {
@@ -74,6 +75,8 @@ def build_unet(encoder: str = "mobilenetv2", input_size: int = 256, num_classes:
         if encoder_weights not in (None, "none", ""):
             raise ValueError("the shallow encoder has no pretrained weights")
         return build_shallow(input_size, num_classes)
+    if encoder == "selfie":
+        return build_selfie(input_size, num_classes, encoder_weights)
     if input_size % 32:
         raise ValueError(f"--image-size {input_size}: U-Net encoders need a multiple of 32")
     # A file path, never "imagenet": keras.applications would try to download a missing file.
@@ -120,3 +123,33 @@ def build_shallow(input_size: int = 256, num_classes: int = 2) -> keras.Model:
     x = _conv_bn_relu(x, 32, "s5", dilation=4)
     x = layers.UpSampling2D(4, interpolation="bilinear", name="up")(x)
     return keras.Model(inputs, _head(x, num_classes), name="shallow")
+
+
+def build_selfie(input_size: int = 256, num_classes: int = 2,
+                 weights: str | None = "mediapipe") -> keras.Model:
+    """MediaPipe's selfie segmentation network (MobileNetV3-style encoder, skip-connected
+    decoder, 0.1 M parameters) as a Keras model, for fine-tuning.
+
+    ``weights``: ``mediapipe`` (the bundled pretrained model), a .tflite file of the same kind,
+    or None / ``none`` (the same architecture, randomly initialised: the ablation that shows what
+    the pretraining is worth). Multi-class heads replace the last (transposed) convolution.
+    """
+    from segkit.train.tflite_import import keras_model_from_tflite
+
+    if input_size % 32:
+        raise ValueError(f"--image-size {input_size}: the selfie network needs a multiple of 32")
+    source = check_encoder_weights("selfie", input_size, weights or "none")
+    net = keras_model_from_tflite(source or check_encoder_weights("selfie", input_size, "mediapipe"),
+                                  input_size, name="selfie")
+    if source is None:  # same graph, fresh Keras initialisation
+        net = keras.models.clone_model(net)
+    # The pretrained head is transposed conv "segment" + sigmoid; a softmax head needs its own.
+    features = net.get_layer("segment").input
+    if num_classes <= 2:
+        logits = net.get_layer("segment").output
+    else:
+        logits = layers.Conv2DTranspose(num_classes, 2, strides=2, padding="same",
+                                        name="logits")(features)
+    activation = "sigmoid" if num_classes <= 2 else "softmax"
+    probs = layers.Activation(activation, dtype="float32", name="probs")(logits)
+    return keras.Model(net.input, probs, name="unet_selfie")
