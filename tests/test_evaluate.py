@@ -103,3 +103,22 @@ def test_evaluate_script_on_mask_folder(tmp_path, capsys):
     # nonsense arguments: a one-line error, exit code 2
     rc = cli.run_main(mod.main, ["--results", "r.json", "--masks", str(masks)])
     assert rc == 2
+
+
+def test_shipped_default_person_model_beats_the_selfie_model_on_coco_val(gt, coco_val, selfie):
+    """The committed default (MediaPipe's network fine-tuned here on COCO persons) against the
+    network it started from, same protocol: pooled person IoU over the val images with people."""
+    from segkit import zoo
+    from segkit.models import load_segmenter
+
+    default = zoo.load_registry().default
+    assert default != "selfie_segmentation"
+    shipped = load_segmenter(default, download=False)
+    assert shipped.family == "tflite"  # LiteRT: no TensorFlow import at run time
+    with_people = ev.images_with_classes(gt, sorted(gt.getImgIds()), (1,))
+    ours = ev.semantic_coco(shipped, gt, coco_val[1], with_people, (1,), threshold=0.5)
+    base = ev.semantic_coco(selfie, gt, coco_val[1], with_people, (1,), threshold=0.5)
+    ours, base = ours.scores()["person"], base.scores()["person"]
+    assert ours["iou"] >= 0.60, ours
+    assert ours["iou"] > base["iou"] + 0.08
+    assert ours["precision"] > base["precision"] and ours["recall"] > base["recall"]

@@ -107,7 +107,7 @@ def no_network(monkeypatch):
 
 def test_registry_has_required_entries_with_valid_fields():
     reg = zoo.load_registry()
-    assert reg.default == "selfie_segmentation"
+    assert reg.default == "person_selfie_coco"  # fine-tuned here (scripts/train_person_model.sh)
     for name in [TF2_NAME, *TF1_NAMES, "selfie_segmentation", "selfie_segmentation_landscape"]:
         assert name in reg
     for spec in reg:
@@ -426,7 +426,8 @@ def test_fetch_model_list_and_errors(tmp_path):
     lines = r.stdout.splitlines()
     for name in [TF2_NAME, *TF1_NAMES]:
         assert any(line.startswith(name + " ") and " no " in line for line in lines)
-    assert any(line.startswith("selfie_segmentation *") and "bundled" in line for line in lines)
+    assert any(line.startswith("person_selfie_coco *") and "bundled" in line for line in lines)
+    assert any(line.startswith("selfie_segmentation ") and "bundled" in line for line in lines)
 
     r = _run("bin/fetch_model.py", "selfy", env_extra=env)
     assert r.returncode == 2

@@ -36,7 +36,7 @@ def test_load_by_path_returns_the_right_adapter(tf2_model_dir, tf1_graph_file):
 
 def test_default_zoo_model_is_the_bundled_person_model():
     seg = load_segmenter(download=False)
-    assert seg.family == "tflite" and seg.semantic and seg.name == "selfie_segmentation"
+    assert seg.family == "tflite" and seg.semantic and seg.name == "person_selfie_coco"
 
 
 def test_model_garden_export_is_told_apart_from_the_od_api(garden_export):
