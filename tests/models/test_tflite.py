@@ -36,3 +36,19 @@ def test_person_path_does_not_import_tensorflow(repo):
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_resize_mode_follows_the_zoo_entry(repo):
+    """``resize: linear`` (what models trained here declare) resizes as training did; the
+    default ``area`` averages, which MediaPipe's own model prefers. Different pixels in."""
+    from segkit import zoo
+
+    shipped = load_segmenter(zoo.load_registry().default, download=False)
+    assert shipped.resize == "linear"
+    assert load_segmenter("selfie_segmentation", download=False).resize == "area"
+    img = read_image(repo / "images" / "000000519208.jpg")
+    as_trained = shipped.preprocess(img)
+    shipped.resize = "area"
+    averaged = shipped.preprocess(img)
+    assert as_trained.shape == averaged.shape == (1, 256, 256, 3)
+    assert np.abs(as_trained - averaged).max() > 0.05

@@ -133,6 +133,22 @@ def test_tflite_and_keras_exports_agree_on_real_images(resumed_run):
     assert np.abs(lite_out - keras_out).max() < 1e-4
 
 
+def test_tflite_and_keras_adapters_of_one_export_give_the_same_masks(resumed_run):
+    """The zoo entry's ``resize: linear`` makes LiteRT see what Keras (and training) sees."""
+    from segkit.models import load_segmenter
+    from segkit.models.unet import UnetSegmenter
+    from segkit.sources import read_image
+
+    out, _, _ = resumed_run
+    lite = load_segmenter(model_path=str(out))
+    assert lite.family == "tflite" and lite.resize == "linear"
+    keras_seg = UnetSegmenter(out / "model.keras")
+    image = read_image(sorted(shared_path("coco", "val2017").glob("*.jpg"))[0])
+    a, b = lite.segment_one(image), keras_seg.segment_one(image)
+    assert a.probs.shape == b.probs.shape == (*image.shape[:2], 1)
+    assert np.abs(a.probs - b.probs).max() < 1e-3
+
+
 def test_zoo_entry_follows_the_registry_class_convention():
     from segkit.train.export import zoo_entry
 

@@ -75,7 +75,8 @@ def build_segmenter(family: str, path: Path, name: str = "", spec=None) -> Segme
         from segkit.models.tflite import TFLiteSegmenter
         classes = _ordered_classes(spec) if spec is not None and spec.classes else [1]
         return TFLiteSegmenter(path, name, classes=classes,
-                               normalize=(spec.normalize if spec is not None and spec.normalize else "unit"))
+                               normalize=(spec.normalize if spec is not None and spec.normalize else "unit"),
+                               resize=spec.extra.get("resize", "area") if spec is not None else "area")
     if family == "unet":
         from segkit.models.unet import UnetSegmenter
         return UnetSegmenter(path, name)

@@ -26,6 +26,14 @@ NORMALIZERS = {
 }
 
 
+#: How images are brought to the network's input size (zoo entry key ``resize``). ``area``
+#: (averaging, the default for models from elsewhere) suits MediaPipe's selfie model best;
+#: ``linear`` is what training here does (tf.image.resize), so models exported by segkit
+#: say so: on COCO val2017 the fine-tuned person model scores 0.618 with it against 0.614 with
+#: area, and linear costs a fifth of area's 1.4 ms per 640x480 photo.
+RESIZE_MODES = ("area", "linear")
+
+
 @contextlib.contextmanager
 def _quiet_native_stderr():
     """Silence the runtime's "INFO: Created TensorFlow Lite XNNPACK delegate" line, which it
@@ -62,10 +70,13 @@ class TFLiteSegmenter(Segmenter):
     semantic = True
 
     def __init__(self, path, name: str = "", classes: Sequence[int] = (1,), normalize: str = "unit",
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, resize: str = "area"):
         super().__init__(name)
         if normalize not in NORMALIZERS:
             raise SegkitError(f"{path}: unknown normalize {normalize!r} (one of {', '.join(NORMALIZERS)})")
+        if resize not in RESIZE_MODES:
+            raise SegkitError(f"{path}: unknown resize {resize!r} (one of {', '.join(RESIZE_MODES)})")
+        self.resize = resize
         self.path, self.class_ids = str(path), tuple(int(c) for c in classes)
         self._norm = NORMALIZERS[normalize]
         try:
@@ -91,7 +102,8 @@ class TFLiteSegmenter(Segmenter):
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
-        interp = cv2.INTER_AREA if h > self.in_h and w > self.in_w else cv2.INTER_LINEAR
+        shrink = h > self.in_h and w > self.in_w
+        interp = cv2.INTER_AREA if shrink and self.resize == "area" else cv2.INTER_LINEAR
         x = cv2.resize(image, (self.in_w, self.in_h), interpolation=interp).astype(np.float32)
         return self._norm(x).astype(self._in_dtype)[None]
 
