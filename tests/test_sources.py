@@ -97,3 +97,26 @@ def test_frames_carry_errors_instead_of_stopping(tmp_path, photo):
     frames = [read_frame(item) for item in [(tmp_path / "nope.jpg", "nope"), (photo, "photo")]]
     assert frames[0].error is not None and frames[0].image is None
     assert frames[1].error is None and frames[1].image.shape == (30, 50, 3)
+
+
+def test_opencv_decodes_plain_jpeg_and_png_pixel_for_pixel_like_pillow(tmp_path):
+    """The GIL-free fast path gives exactly Pillow's pixels, and steps aside for what only
+    Pillow handles (truncation, EXIF rotation, palettes)."""
+    import io
+
+    from conftest import REPO
+    from segkit.sources import _decode_with_opencv, decode_image_bytes
+
+    jpeg = (REPO / "images" / "000000519208.jpg").read_bytes()
+    png_path = tmp_path / "x.png"
+    Image.open(io.BytesIO(jpeg)).save(png_path)
+    cases = {"jpeg": jpeg, "png": png_path.read_bytes()}
+    for name, data in cases.items():
+        assert _decode_with_opencv(Image.open(io.BytesIO(data)), data) is not None, name
+        want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        np.testing.assert_array_equal(decode_image_bytes(data, name), want)
+    cut = jpeg[: len(jpeg) // 2]
+    assert _decode_with_opencv(Image.open(io.BytesIO(cut)), cut) is None
+    pal = tmp_path / "p.png"
+    Image.new("P", (8, 6), 3).save(pal)
+    assert _decode_with_opencv(Image.open(pal), pal.read_bytes()) is None
