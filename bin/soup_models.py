@@ -37,18 +37,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from segkit import cli
     from segkit.train import coco_paths
-    from segkit.train.soup import check_compatible, read_run, soup_runs
+    from segkit.train.soup import soup_runs
 
     try:
-        check_compatible([read_run(r) for r in args.runs])  # before TensorFlow loads
         val_coco = [coco_paths(r, "val2017") for r in args.val_coco_root]
         metrics = soup_runs(args.runs, Path(args.output), image_size=args.image_size,
                             val_coco=val_coco, val_folders=args.val_folder,
                             tflite=not args.no_tflite)
     except (ValueError, OSError) as e:
-        print(f"segkit: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-              file=sys.stderr)
+        cli.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
         return 1
     iou = metrics.get("best_iou")
     print(f"soup of {len(args.runs)} runs ({metrics['encoder']}, {metrics['image_size']}px)"

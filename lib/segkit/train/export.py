@@ -73,9 +73,9 @@ def zoo_entry(name: str, *, description: str, input_size: int, channels: list[st
     if lite:
         entry.update(sha256=tflite_sha256, size_bytes=tflite_bytes)
     entry.update({"input_size": [input_size, input_size], "classes": classes, "normalize": "unit"})
-    if lite:  # resized for the network as training resized (tf.image.resize: bilinear)
-        entry["resize"] = "linear"
-    if lite:  # the same network for the unet adapter (batching, further training)
+    if lite:
+        entry["resize"] = "linear"  # as training resized (tf.image.resize: bilinear)
+        # the same network for the unet adapter (batching, further training)
         entry.update(keras_file=f"{name}/model.keras", keras_family="unet")
     elif tflite_sha256 is not None:
         entry.update(tflite_file=f"{name}/model.tflite", tflite_sha256=tflite_sha256)

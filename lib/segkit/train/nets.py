@@ -138,10 +138,10 @@ def build_selfie(input_size: int = 256, num_classes: int = 2,
 
     if input_size % 32:
         raise ValueError(f"--image-size {input_size}: the selfie network needs a multiple of 32")
-    source = check_encoder_weights("selfie", input_size, weights or "none")
-    net = keras_model_from_tflite(source or check_encoder_weights("selfie", input_size, "mediapipe"),
-                                  input_size, name="selfie")
-    if source is None:  # same graph, fresh Keras initialisation
+    pretrained = check_encoder_weights("selfie", input_size, weights or "none")
+    graph = pretrained or check_encoder_weights("selfie", input_size, "mediapipe")
+    net = keras_model_from_tflite(graph, input_size, name="selfie")
+    if pretrained is None:  # same graph, fresh Keras initialisation
         net = keras.models.clone_model(net)
     # The pretrained head is transposed conv "segment" + sigmoid; a softmax head needs its own.
     features = net.get_layer("segment").input

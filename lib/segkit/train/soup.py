@@ -75,14 +75,15 @@ def soup_runs(run_dirs: list, output: str | Path, *, image_size: int | None = No
     """
     import time
 
+    started = time.perf_counter()
+    runs = [read_run(d) for d in run_dirs]
+    check_compatible(runs)  # before TensorFlow loads: a wrong mix fails in a fraction of a second
+
     import keras
 
     # losses: importing it registers the custom loss classes the checkpoints were compiled with
     from segkit.train import data, export, losses, nets
 
-    started = time.perf_counter()
-    runs = [read_run(d) for d in run_dirs]
-    check_compatible(runs)
     cfg = runs[0]["config"]
     size = int(image_size or cfg["image_size"])
     class_names = cfg["class_names"] or [cfg.get("category", "person")]

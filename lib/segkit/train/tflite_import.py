@@ -139,6 +139,12 @@ def keras_model_from_tflite(path, input_size: int | tuple[int, int] | None = Non
             raise UnsupportedGraph(f"{path}: {graph.name(index)!r} should be a constant")
         return value
 
+    def bias_at(ins, k):  # optional last input of the convolutions
+        return const(ins[k]) if len(ins) > k and ins[k] >= 0 else None
+
+    def load(layer, kernel, bias):
+        layer.set_weights([kernel] + ([bias] if bias is not None else []))
+
     for op_name, op, ins, outs in graph.operators():
         out = outs[0]
         lname = _layer_name(graph, out)
@@ -155,19 +161,17 @@ def keras_model_from_tflite(path, input_size: int | tuple[int, int] | None = Non
             raise UnsupportedGraph(f"{path}: {op_name} uses a computed shape as data")
         if op_name == "CONV_2D":
             o = graph.options(op, "Conv2DOptions")
-            kernel = const(ins[1])  # [out, kh, kw, in]
-            bias = const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
+            kernel, bias = const(ins[1]), bias_at(ins, 2)  # kernel [out, kh, kw, in]
             layer = layers.Conv2D(
                 kernel.shape[0], kernel.shape[1:3], strides=(o.StrideH(), o.StrideW()),
                 padding=padding[o.Padding()],
                 dilation_rate=(o.DilationHFactor(), o.DilationWFactor()),
                 activation=activation_of(o, op_name), use_bias=bias is not None, name=lname)
             y = layer(x)
-            layer.set_weights([kernel.transpose(1, 2, 3, 0)] + ([bias] if bias is not None else []))
+            load(layer, kernel.transpose(1, 2, 3, 0), bias)
         elif op_name == "DEPTHWISE_CONV_2D":
             o = graph.options(op, "DepthwiseConv2DOptions")
-            kernel = const(ins[1])  # [1, kh, kw, in * multiplier]
-            bias = const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
+            kernel, bias = const(ins[1]), bias_at(ins, 2)  # kernel [1, kh, kw, in * multiplier]
             channels = int(x.shape[-1])
             mult = kernel.shape[3] // channels
             layer = layers.DepthwiseConv2D(
@@ -177,13 +181,12 @@ def keras_model_from_tflite(path, input_size: int | tuple[int, int] | None = Non
                 activation=activation_of(o, op_name), use_bias=bias is not None, name=lname)
             y = layer(x)
             dw = kernel[0].reshape(kernel.shape[1], kernel.shape[2], channels, mult)
-            layer.set_weights([dw] + ([bias] if bias is not None else []))
+            load(layer, dw, bias)
         elif op_name == "CUSTOM:Convolution2DTransposeBias" or op_name == "TRANSPOSE_CONV":
             if op_name == "TRANSPOSE_CONV":  # builtin: (output_shape, weights, input[, bias])
                 o = graph.options(op, "TransposeConvOptions")
                 stride, pad = (o.StrideH(), o.StrideW()), padding[o.Padding()]
-                kernel, x = const(ins[1]), values[ins[2]]
-                bias = const(ins[3]) if len(ins) > 3 and ins[3] >= 0 else None
+                kernel, x, bias = const(ins[1]), values[ins[2]], bias_at(ins, 3)
             else:  # MediaPipe's: (input, weights, bias), options = TfLiteTransposeConvParams
                 raw = np.frombuffer(bytes(op.CustomOptionsAsNumpy()), np.int32)
                 pad = {1: "same", 2: "valid"}[int(raw[0])]
@@ -192,18 +195,13 @@ def keras_model_from_tflite(path, input_size: int | tuple[int, int] | None = Non
             layer = layers.Conv2DTranspose(kernel.shape[0], kernel.shape[1:3], strides=stride,
                                            padding=pad, use_bias=bias is not None, name=lname)
             y = layer(x)
-            # TFLite [out, kh, kw, in] -> Keras [kh, kw, out, in]
-            layer.set_weights([kernel.transpose(1, 2, 0, 3)] + ([bias] if bias is not None else []))
+            load(layer, kernel.transpose(1, 2, 0, 3), bias)  # [out,kh,kw,in] -> [kh,kw,out,in]
         elif op_name in ("ADD", "MUL"):
             o = graph.options(op, "AddOptions" if op_name == "ADD" else "MulOptions")
-            operands = []
-            for t in ins:
-                if t in values:
-                    operands.append(values[t])
-                else:  # a constant operand: a fixed scale/offset, kept frozen
-                    raise UnsupportedGraph(f"{path}: {op_name} with a constant operand")
+            if any(t not in values for t in ins):
+                raise UnsupportedGraph(f"{path}: {op_name} with a constant operand")
             merge = layers.Add if op_name == "ADD" else layers.Multiply
-            y = merge(name=lname)(operands)
+            y = merge(name=lname)([values[t] for t in ins])
             act = activation_of(o, op_name)
             if act:
                 y = layers.Activation(act, name=f"{lname}_act")(y)
