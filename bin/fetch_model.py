@@ -23,8 +23,8 @@ exit codes: 0 done, 1 a download/verification failed, 2 bad arguments (e.g. unkn
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fetch_model.py", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="fetch_model.py", description=__doc__, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", metavar="NAME", help="zoo model names to fetch")
     p.add_argument("--list", action="store_true",
                    help="list models: name, family, task, installed?, description")

@@ -32,8 +32,8 @@ exit codes: 0 written, 1 unusable frames (named on stderr), 2 bad arguments, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="frames_to_gif.py", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="frames_to_gif.py", description=__doc__, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", required=True, metavar="DIR",
                    help="frames folder (video_to_frames.py output; its manifest.json gives order and fps)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .gif or .mp4")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from segkit import cli
 from segkit.batch import (OutputLock, ResultsCache, check_output_dir, load_image_ids, plan_run,
-                          remove_stale_temps, settings_changed, unique_names, write_failures)
+                          remove_stale_temps, settings_changed, unique_names)
 from segkit.config import apply_config
-from segkit.errors import InputError, UsageError
+from segkit.errors import InputError, OutputError, UsageError
 from segkit.pipeline import FlowStats, prefetch_map, run_flow
 from segkit.sources import MAX_PIXELS, expand_inputs, read_frame
 
@@ -31,8 +31,8 @@ exit codes: 0 all images done (or already done), 1 none could be done (or a fata
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="segment_folder.py", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="segment_folder.py", description=__doc__, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", action="append", required=True, metavar="DIR|GLOB",
                    help="folder of images or glob ('shots/**/*.jpg'); repeat -i for more")
     p.add_argument("-r", "--recursive", action="store_true", help="also take images in sub-folders")
@@ -100,11 +100,15 @@ def main(argv: list[str] | None = None) -> int:
                 stats = _segment(plan, segmenter, outputs, cache, result_filter, args, failures)
         finally:
             # Even on Ctrl-C: what failed so far is recorded, what finished is already on disk.
-            write_failures(out_dir, failures)
+            cli.record_failures(out_dir, failures)
         if json_path and stats.done + stats.skipped:
-            n = cache.merge(items, json_path, id_map)
-            if not args.quiet:
-                print(f"COCO results: {json_path} ({n} detections)")
+            try:
+                n = cache.merge(items, json_path, id_map)
+                if not args.quiet:
+                    print(f"COCO results: {json_path} ({n} detections)")
+            except OutputError as e:  # e.g. the disk filled up: the images are done, a rerun merges
+                cli.error(str(e))
+                stats.failed += 1
 
     if failures:
         print(f"failures: {out_dir / 'failures.jsonl'}", file=sys.stderr)
@@ -126,7 +130,7 @@ def _segment(plan, segmenter, outputs, cache, result_filter, args, failures) -> 
             cache.put(frame, seg)  # after the outputs: a results file means the image is complete
 
     def on_error(frame, err):
-        reason = err.problem if isinstance(err, InputError) else str(err)
+        reason = err.problem if isinstance(err, InputError) else str(err)  # OutputError names the output
         failures.append((frame.path, reason))
         tqdm.write(f"segkit: error: {frame.path}: {reason}", file=sys.stderr)
 
@@ -140,6 +144,8 @@ def _segment(plan, segmenter, outputs, cache, result_filter, args, failures) -> 
                          write_workers=workers, max_pending_writes=4 * workers)
         stats.seconds = time.perf_counter() - t0
     stats.skipped = len(plan.skipped)
+    if stats.stopped:
+        stats.not_attempted = len(plan.todo) - stats.done - stats.failed
     return stats
 
 

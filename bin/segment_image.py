@@ -11,7 +11,7 @@ from pathlib import Path
 
 from segkit import cli
 from segkit.config import apply_config
-from segkit.errors import UsageError
+from segkit.errors import InputError, UsageError
 from segkit.pipeline import prefetch_map, run_flow
 from segkit.sinks import coco_image_id, write_json
 from segkit.sources import IMAGE_EXTS, MAX_PIXELS, expand_inputs, read_frame
@@ -27,8 +27,8 @@ exit codes: 0 all inputs done, 1 nothing done (or a fatal error), 2 bad argument
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="segment_image.py", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="segment_image.py", description=__doc__, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", action="append", required=True, metavar="IMAGE",
                    help="image file or glob ('photos/*.jpg'); repeat -i for more")
     cli.add_model_args(p)
@@ -79,8 +79,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{frame.path}: {kept} -> {', '.join(str(w) for w in written) or '(no image)'}")
         shown.extend(w for w in written if w.suffix.lower() in IMAGE_EXTS)
 
+    failures: list[tuple[Path, str]] = []
+
+    def on_error(frame, err):
+        failures.append((frame.path, getattr(err, "problem", None) if isinstance(err, InputError) else str(err)))
+        cli.error(str(err) if isinstance(err, InputError) else f"{frame.path}: {err}")
+
     stats = run_flow(prefetch_map(partial(read_frame, max_pixels=max_pixels), items), segmenter, write, result_filter,
-                     on_error=lambda f, e: cli.error(str(e)))
+                     on_error=on_error)
+    if stats.stopped:
+        stats.not_attempted = len(items) - stats.done - stats.failed
+    if failures and cli.record_failures(out_dir, failures, replace=False):
+        print(f"failures: {out_dir / 'failures.jsonl'}", file=sys.stderr)
     if json_path and stats.done:
         write_json(json_path, sorted(coco_results, key=lambda r: (str(r["image_id"]), -r["score"])))
         print(f"COCO results: {json_path} ({len(coco_results)} detections)")

@@ -35,8 +35,8 @@ exit codes: 0 done (q, window closed, end of stream, --max-frames/--duration rea
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="segment_webcam.py", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="segment_webcam.py", description=__doc__, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("source")
     g.add_argument("--source", default="0", metavar="SRC",
                    help="camera index (default 0), video file, or stream URL (rtsp://, http://, ... "
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("--background transparent: videos have no alpha channel; use a colour, blur or an image")
     result_filter = cli.build_filter(args)
     render = make_renderer(background, args.alpha if args.alpha is not None else 0.5)
-    say = (lambda *a: None) if args.quiet else print
+    say = (lambda *a, **k: None) if args.quiet else print  # say(..., flush=True) too
 
     from segkit.video import AtomicVideoWriter, VideoSource, check_video_path, open_capture
 

@@ -22,8 +22,8 @@ exit codes: 0 done, 1 unusable video or no frame selected, 2 bad arguments, 130 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="video_to_frames.py", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(prog="video_to_frames.py", description=__doc__, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", required=True, metavar="VIDEO", help="video file (mp4, avi, mov ...)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the frames and manifest.json")
     rate = p.add_mutually_exclusive_group()

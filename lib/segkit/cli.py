@@ -12,6 +12,26 @@ from segkit.errors import SegkitError, UsageError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (``segkit: error: ...``, exit 2), not the usage
+    block: the one-line discipline of every other error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"segkit: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _quiet_interrupt_hook(exc_type, exc, tb, _previous=sys.excepthook):
+    """Ctrl+C before run_main is reached (during the imports of start-up): one line, no
+    traceback; Python then exits by SIGINT, as a shell expects of an interrupted command."""
+    if issubclass(exc_type, KeyboardInterrupt):
+        print("segkit: interrupted", file=sys.stderr)
+        return
+    _previous(exc_type, exc, tb)
+
+
+sys.excepthook = _quiet_interrupt_hook  # scripts import this module first, before the heavy imports
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     m = g.add_mutually_exclusive_group()
@@ -97,6 +117,9 @@ def build_outputs(args, out_dir: Path):
     from segkit.sinks import ImageOutputs
     from segkit.sources import IMAGE_EXTS
 
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: -o names an existing file, not a folder; give a folder "
+                         "(created if missing) or, for one input, an image file name")
     background = parse_background(args.background) if args.background else None
     outputs = ImageOutputs(out_dir, background, save_masks=args.save_masks, save_visual=not args.no_visual,
                            alpha=0.5 if args.alpha is None else args.alpha)
@@ -114,11 +137,31 @@ def refuse_to_overwrite_inputs(items, outputs, json_path) -> None:
     """Never write over an input, whatever -o says: check every planned output path up front."""
     from segkit.sources import Frame
 
-    inputs = {p.resolve() for p, _ in items}
+    from segkit.sources import real_path
+
+    inputs = {real_path(p) for p, _ in items}
     for p, name in items:
         for target in outputs.expected(Frame(None, name, p)) + ([json_path] if json_path else []):
-            if target.resolve() in inputs:
+            if real_path(target) in inputs:
                 raise UsageError(f"{target}: output would overwrite an input file; choose another -o")
+
+
+def record_failures(out_dir: Path, failures, replace: bool = True) -> Path | None:
+    """Write ``<out>/failures.jsonl``; on a full disk say so on one line instead of failing the
+    exit code with a second error. ``replace=False`` (segment_image): only when something failed,
+    so it never wipes a concurrent folder run's list."""
+    from segkit.batch import write_failures
+    from segkit.errors import OutputError
+
+    failures = list(failures)
+    if not failures and not replace:
+        return None
+    try:
+        return write_failures(out_dir, failures)
+    except OutputError as e:
+        if failures:  # with nothing to list, the error that stopped the run was enough
+            error(f"{e} (the failures are listed above)")
+        return None
 
 
 def display_available() -> bool:
@@ -145,3 +188,9 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `| head` closed our stdout: not an error of ours
         return EXIT_OK
+    except OSError as e:  # a file problem nobody wrapped (disk full at start-up...): still one line
+        from segkit.sources import os_problem
+
+        where = e.filename if e.filename is not None else "segkit"
+        error(f"{where}: {os_problem(e)}")
+        return EXIT_FAILED
