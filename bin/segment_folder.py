@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 stats = _segment(plan, segmenter, outputs, cache, result_filter, args, failures)
         finally:
             # Even on Ctrl-C: what failed so far is recorded, what finished is already on disk.
-            cli.record_failures(out_dir, failures)
+            recorded = cli.record_failures(out_dir, failures)
         if json_path and stats.done + stats.skipped:
             try:
                 n = cache.merge(items, json_path, id_map)
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 cli.error(str(e))
                 stats.failed += 1
 
-    if failures:
-        print(f"failures: {out_dir / 'failures.jsonl'}", file=sys.stderr)
+    if failures and recorded:
+        print(f"failures: {recorded}", file=sys.stderr)
     model = f"; model {segmenter.name}" if segmenter is not None else ""
     print(f"segment_folder: {stats.summary()}{model}", file=sys.stderr if args.quiet else sys.stdout)
     if stats.failed:

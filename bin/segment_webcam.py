@@ -121,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                 source = stack.enter_context(VideoSource(args.source, realtime=args.realtime, capture=capture))
                 if args.video_output:
                     writer = stack.enter_context(AtomicVideoWriter(args.video_output, source.fps))
+                    for p in writer.leftovers_removed:
+                        say(f"segment_webcam: removed {p}, left by a run that was killed")
+                    for p in writer.leftovers_kept:
+                        print(f"segment_webcam: note: {p} belongs to a run that may still be writing "
+                              "(here or on another machine); delete it if none is", file=sys.stderr)
                 window = _open_window(stack, source, say) if show else None
                 say(f"segment_webcam: {source.name} {source.width}x{source.height} @ {source.fps:g} fps "
                     f"({'live' if source.live else 'every frame'}) -> {_destination(window, writer, args)}; "
@@ -143,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"segment_webcam: {error}", file=sys.stderr)
     _summary(stats, source, writer, segmenter.name, file=sys.stderr if args.quiet else sys.stdout)
     if writer is not None and writer.error is not None:
-        cli.error(f"{writer.path}: writing video failed ({writer.error})")
+        # never exit 0 with a file that does not play: nothing is left at the final path
+        cli.error(f"{writer.path}: writing video failed, nothing written ({writer.error})")
         status = status or cli.EXIT_FAILED
     return status
 
@@ -188,8 +194,9 @@ def _summary(stats, source, writer, model_name: str, file) -> None:
             stages += f", window {stats.ms(stats.show_s):.1f} ms"
         parts.append(stages)
     if writer is not None:
-        final = writer.path if writer.path.exists() and writer.frames_written else None
-        parts.append(f"output {final} ({writer.frames_written} frames)" if final else "no output written (no frames)")
+        final = writer.final
+        parts.append(f"output {final} ({writer.frames_written} frames)" if final else
+                     "no output written" + ("" if writer.error is not None else " (no frames)"))
     if stats.stop_reason:
         parts.append(f"stopped: {stats.stop_reason}")
     print(f"segment_webcam: {'; '.join(parts)}; model {model_name}", file=file, flush=True)

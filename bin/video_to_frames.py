@@ -7,7 +7,7 @@ import sys
 import time
 
 from segkit import cli
-from segkit.frames import MANIFEST_NAME, Selection, extract_frames, parse_time
+from segkit.frames import MANIFEST_NAME, Selection, extract_frames, parse_time, truncation_note
 
 EPILOG = """examples:
   video_to_frames.py -i video.mp4 -o frames/                    # every frame, PNG
@@ -18,7 +18,11 @@ Frames are named frame_000000.png, frame_000001.png ... (they sort in playing or
 frames/manifest.json records for each: index, source_frame, timestamp (s) and file, plus the
 playback fps that keeps real time (frames_to_gif.py reads it). --end is exclusive.
 
-exit codes: 0 done, 1 unusable video or no frame selected, 2 bad arguments, 130 interrupted"""
+A run cut short (killed, disk full) leaves frames but no manifest: run the same command again.
+
+exit codes: 0 done, 1 unusable video, no frame selected or an output cannot be written,
+            2 bad arguments, 3 the video ended before the frame count its container promises
+            (truncated or corrupt: the frames read are written), 130 interrupted"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     fps = f"{manifest.fps:.3g} fps" if manifest.fps else "fps unknown"
     print(f"video_to_frames: {len(manifest.frames)} frames ({manifest.width}x{manifest.height}, {fps}) "
           f"-> {args.output} + {MANIFEST_NAME} in {secs:.1f} s")
+    note = truncation_note(manifest)
+    if note:
+        cli.error(note)
+        return cli.EXIT_SOME_FAILED
     return cli.EXIT_OK
 
 

@@ -159,7 +159,8 @@ def record_failures(out_dir: Path, failures, replace: bool = True) -> Path | Non
     try:
         return write_failures(out_dir, failures)
     except OutputError as e:
-        if failures:  # with nothing to list, the error that stopped the run was enough
+        # with nothing to list, or when a full disk was already reported, that line was enough
+        if failures and not (e.disk_full and any("no space left" in str(r) for _, r in failures)):
             error(f"{e} (the failures are listed above)")
         return None
 

@@ -103,7 +103,9 @@ def run_flow(frames: Iterable[Frame], segmenter: Segmenter,
     pending: deque[tuple[Frame, Future]] = deque()
 
     def fail(frame: Frame, err: Exception):
-        if isinstance(err, OutputError) and err.disk_full and not stats.stopped:
+        if isinstance(err, OutputError) and err.disk_full:
+            if stats.stopped:
+                return  # a write already in flight when the disk filled: left for the rerun, said once
             # every later output would fail the same way: stop instead of failing them one by one
             stats.stopped = f"{err.problem.removeprefix('cannot write: ')} ({err.path})"
         stats.failed += 1
