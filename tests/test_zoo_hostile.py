@@ -277,3 +277,31 @@ def test_url_file_names_that_would_clobber_the_model_dir_are_refused(filename, s
     spec = spec_for("m_url", server.url(f"dl/{filename}"), None)
     refused(spec, "cannot be stored in the model dir", exc=zoo.ZooError)
     assert_left_nothing(spec, models)
+
+
+# --------------------------------------------------------------------------- full disk
+
+def test_full_disk_during_download_or_extraction_leaves_nothing_and_a_retry_installs(server, tmp_path, monkeypatch):
+    from fixtures.small_fs import small_disk
+
+    name = "m_full"
+    t = Tar().file(f"{name}/frozen_inference_graph.pb", GRAPH)
+    t.file(f"{name}/variables.bin", b"\0" * 900_000)  # packs to a few KB, unpacks to 0.9 MB
+    small = t.bytes()
+    big = Tar().file(f"{name}/frozen_inference_graph.pb", os.urandom(600_000)).bytes()  # incompressible
+    with small_disk(tmp_path / "disk", 512 << 10) as disk:
+        models = disk.path / "models"
+        models.mkdir()
+        monkeypatch.setenv("SEGKIT_MODEL_DIR", str(models))
+        spec = spec_for(name, server.put(f"{name}.tar.gz", big), sha(big))
+        msg = refused(spec, "no space left on device", exc=zoo.DownloadError)
+        assert str(models) in msg
+        assert_left_nothing(spec, models)
+        spec = spec_for(name, server.put(f"{name}.tar.gz", small), None)
+        msg = refused(spec, "no space left on device", exc=zoo.ZooError)  # the download fits, its contents do not
+        assert str(models) in msg
+        assert_left_nothing(spec, models)
+        assert not zoo.lock_path().exists()
+        disk.resize(8 << 20)
+        assert zoo.fetch(spec, progress=False).read_bytes() == GRAPH
+        assert zoo.lock_path().exists()

