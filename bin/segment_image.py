@@ -11,7 +11,7 @@ from pathlib import Path
 
 from segkit import cli
 from segkit.config import apply_config
-from segkit.errors import InputError, UsageError
+from segkit.errors import InputError, OutputError, UsageError
 from segkit.pipeline import prefetch_map, run_flow
 from segkit.sinks import coco_image_id, write_json
 from segkit.sources import IMAGE_EXTS, MAX_PIXELS, expand_inputs, read_frame
@@ -92,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     if failures and cli.record_failures(out_dir, failures, replace=False):
         print(f"failures: {out_dir / 'failures.jsonl'}", file=sys.stderr)
     if json_path and stats.done:
-        write_json(json_path, sorted(coco_results, key=lambda r: (str(r["image_id"]), -r["score"])))
-        print(f"COCO results: {json_path} ({len(coco_results)} detections)")
+        try:
+            write_json(json_path, sorted(coco_results, key=lambda r: (str(r["image_id"]), -r["score"])))
+            print(f"COCO results: {json_path} ({len(coco_results)} detections)")
+        except OutputError as e:  # the images are written: say so in the exit code (3), not 1
+            cli.error(str(e))
+            stats.failed += 1
     if args.show:
         _show(shown)
     print(f"segment_image: {stats.summary()}; model {segmenter.name} loaded in {load_s:.1f} s",
