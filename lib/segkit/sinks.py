@@ -35,7 +35,8 @@ DIR_MODE = 0o777 & ~_umask()
 # Temp files carry the writing process's host and pid (".<final>.<host>-<pid>.<random>[.tmp]"),
 # so a cleanup only removes those of processes that are gone, never a concurrent run's.
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
-_TAG = re.compile(r"\.([0-9a-f]{6})-(\d+)\.[A-Za-z0-9_]+(?:\.[^/]*)?$")
+# greedy ".*": the last tag in the name wins (a final name may itself look like one)
+_TAG = re.compile(r"^.*\.([0-9a-f]{6})-(\d+)\.[A-Za-z0-9_]{6,}(?:\.tmp|\.part\.\w+|\.tmp\.\w+)?$")
 
 
 def temp_prefix(final_name: str) -> str:
@@ -188,9 +189,7 @@ class ImageOutputs:
             os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700 folders
             for i, (m, cname) in enumerate(zip(inst.masks, inst.class_names)):
                 data = encode_image(m.astype(np.uint8) * 255, ".png")
-                f = tmp / f"{i:03d}_{cname.replace(' ', '_')}.png"
-                f.write_bytes(data)
-                os.chmod(f, FILE_MODE)
+                (tmp / f"{i:03d}_{cname.replace(' ', '_')}.png").write_bytes(data)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
