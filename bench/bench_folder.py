@@ -16,7 +16,7 @@ Run: .venv/bin/python bench/bench_folder.py [--n 200] [--repeat 2] [--no-visual]
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import os
 import shutil
 import sys
@@ -55,9 +55,7 @@ def main() -> None:
         os.symlink(f, src / f.name)
     segmenter = load_segmenter(None, args.model_path)
     flt = Filter(threshold=0.5)
-    spec = importlib.util.spec_from_file_location("segment_folder", REPO / "bin" / "segment_folder.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = importlib.import_module("segkit.commands.folder")
 
     decoded = [read_image(f) for f in files]
     mpix = sum(im.shape[0] * im.shape[1] for im in decoded) / len(decoded) / 1e6

@@ -2,7 +2,7 @@
 resume behaviour as the local runner on the same inputs."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import re
 from pathlib import Path
@@ -21,9 +21,7 @@ MODEL = REPO / "model_zoo" / "selfie_segmentation" / "selfie_segmentation.tflite
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("segment_folder_script_beam", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = importlib.import_module("segkit.commands.folder")
     return mod
 
 

@@ -1,7 +1,7 @@
 """segment_folder.py: resume, kill -9 safety, failures, name collisions, COCO results JSON."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import re
@@ -22,9 +22,7 @@ MODEL = REPO / "model_zoo" / "selfie_segmentation" / "selfie_segmentation.tflite
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("segment_folder_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = importlib.import_module("segkit.commands.folder")
     return mod
 
 
