@@ -99,10 +99,30 @@ def build_filter(args):
     from segkit.pipeline import Filter
 
     try:
-        classes = parse_classes(args.classes)
+        classes = parse_classes(args.classes, declared_label_names(args))
     except ValueError as e:
         raise UsageError(f"--classes: {e}") from None
     return Filter(classes, args.threshold, args.max_instances)
+
+
+def declared_label_names(args) -> dict[int, str] | None:
+    """The label table of a model trained with its own class names (e.g. pet, border), read from
+    the zoo entry it carries or the registry before the model loads; None: COCO names."""
+    from segkit import zoo
+    from segkit.labels import model_classes
+
+    if not getattr(args, "classes", None):
+        return None
+    try:
+        if getattr(args, "model_path", None):
+            spec = zoo.entry_beside(Path(args.model_path))
+        elif getattr(args, "model", None):
+            spec = zoo.load_registry().get(args.model)
+        else:
+            return None
+    except SegkitError:
+        return None  # the model load that follows reports it properly
+    return model_classes(spec.classes)[1] if spec is not None and spec.classes else None
 
 
 def load_model(args, progress: bool = True):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segkit.errors import SegkitError
-from segkit.labels import parse_classes
+from segkit.labels import model_classes
 from segkit.models.base import Segmenter
 
 FAMILIES = ("od_api_tf2", "od_api_tf1", "garden", "unet", "tflite")
@@ -73,8 +73,9 @@ def _savedmodel_family(path: Path) -> str:
 def build_segmenter(family: str, path: Path, name: str = "", spec=None) -> Segmenter:
     if family == "tflite":
         from segkit.models.tflite import TFLiteSegmenter
-        classes = _ordered_classes(spec) if spec is not None and spec.classes else [1]
-        return TFLiteSegmenter(path, name, classes=classes,
+        # Channel order matters: the registry's order, COCO ids or the model's own names.
+        classes, own = model_classes(spec.classes) if spec is not None and spec.classes else ([1], None)
+        return TFLiteSegmenter(path, name, classes=classes, label_names=own,
                                normalize=(spec.normalize if spec is not None and spec.normalize else "unit"),
                                resize=spec.extra.get("resize", "area") if spec is not None else "area")
     if family == "unet":
@@ -90,15 +91,6 @@ def build_segmenter(family: str, path: Path, name: str = "", spec=None) -> Segme
         from segkit.models.garden import GardenSegmenter
         return GardenSegmenter(path, name)
     raise SegkitError(f"unknown model family {family!r} (one of {', '.join(FAMILIES)})")
-
-
-def _ordered_classes(spec):
-    # Channel order matters: keep the registry's order rather than a set's.
-    ids = []
-    for c in spec.classes:
-        (cid,) = parse_classes([c])
-        ids.append(cid)
-    return ids
 
 
 def load_segmenter(model: str | None = None, model_path: str | None = None,
