@@ -32,6 +32,30 @@ def _quiet_interrupt_hook(exc_type, exc, tb, _previous=sys.excepthook):
 sys.excepthook = _quiet_interrupt_hook  # scripts import this module first, before the heavy imports
 
 
+def add_verbose_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="also show TensorFlow / absl / oneDNN / CUDA log lines (hidden by default)")
+
+
+def quiet_frameworks(verbose: bool = False) -> None:
+    """Hide framework log lines (cuInit, oneDNN, CPU features, absl) unless --verbose.
+
+    Must run before TensorFlow is imported: its C++ logging reads the variables once. Values
+    the user already set win (setdefault).
+    """
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # 3: the cuInit line is logged as an ERROR
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    import logging
+    import warnings
+
+    for name in ("tensorflow", "absl", "keras", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(keras|tensorflow|tf_keras|absl|google\.protobuf)(\.|$)")
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     m = g.add_mutually_exclusive_group()
@@ -80,6 +104,9 @@ def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
     g.add_argument("--json", nargs="?", const="results.json", metavar="FILE", help=json_help)
     g.add_argument("--no-visual", action="store_true", help="skip the overlay/cut-out image")
     g.add_argument("--alpha", type=_fraction, help="overlay opacity 0..1 (default 0.5)")
+    g.add_argument("--ext", choices=("jpg", "png"),
+                   help="overlay/cut-out format (default: as the input, JPEG at quality 95 for JPEG "
+                        "photos, else PNG; transparent cut-outs and masks are always PNG)")
     g.add_argument("--max-pixels", type=int, metavar="N",
                    help="refuse images larger than N pixels (decompression-bomb guard, default 100M)")
 
@@ -142,7 +169,8 @@ def build_outputs(args, out_dir: Path):
                          "(created if missing) or, for one input, an image file name")
     background = parse_background(args.background) if args.background else None
     outputs = ImageOutputs(out_dir, background, save_masks=args.save_masks, save_visual=not args.no_visual,
-                           alpha=0.5 if args.alpha is None else args.alpha)
+                           alpha=0.5 if args.alpha is None else args.alpha,
+                           ext=f".{args.ext}" if getattr(args, "ext", None) else None)
     json_path = None
     if args.json:
         j = Path(args.json)
@@ -159,11 +187,12 @@ def refuse_to_overwrite_inputs(items, outputs, json_path) -> None:
 
     from segkit.sources import real_path
 
-    inputs = {real_path(p) for p, _ in items}
+    inputs = {real_path(p) for p, _ in items if os.path.lexists(p)}  # a missing one is reported later
     for p, name in items:
         for target in outputs.expected(Frame(None, name, p)) + ([json_path] if json_path else []):
             if real_path(target) in inputs:
-                raise UsageError(f"{target}: output would overwrite an input file; choose another -o")
+                hint = " (or --ext png)" if target.suffix.lower() in (".jpg", ".jpeg") else ""
+                raise UsageError(f"{target}: output would overwrite an input file; choose another -o{hint}")
 
 
 def record_failures(out_dir: Path, failures, replace: bool = True) -> Path | None:

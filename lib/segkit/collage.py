@@ -217,14 +217,20 @@ def collage_frames(seq: FrameSequence, layout: list[str], seg_dir: Path | None =
             elif hw != size:
                 raise InputError(src, f"frame is {hw[1]}x{hw[0]} but {first} is {size[1]}x{size[0]}; "
                                       "all frames must have one size")
-            panels.append(img)
-        out = np.ascontiguousarray(np.hstack(panels))
-        if resize is not None:
-            w, h = resize(out.shape[1], out.shape[0])
-            if (w, h) != (out.shape[1], out.shape[0]):
-                interp = cv2.INTER_AREA if w < out.shape[1] else cv2.INTER_LINEAR
-                out = cv2.resize(out, (w, h), interpolation=interp)
-        yield out
+            panels.append(_resized(img, resize))
+        yield np.ascontiguousarray(np.hstack(panels))
+
+
+def _resized(img: np.ndarray, resize: Callable[[int, int], tuple[int, int]] | None) -> np.ndarray:
+    # --resize sizes each panel (a video frame), not the strip: '--resize 480' on a 3-panel
+    # collage gives three 480-px panels, as one frame alone would be, not a 480-wide sliver.
+    if resize is None:
+        return img
+    w, h = resize(img.shape[1], img.shape[0])
+    if (w, h) == (img.shape[1], img.shape[0]):
+        return img
+    interp = cv2.INTER_AREA if w < img.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(img, (w, h), interpolation=interp)
 
 
 # -------------------------------------------------------------------------- writing

@@ -136,8 +136,12 @@ def coco_image_id(name: str, id_map: dict[str, int] | None = None):
 class ImageOutputs:
     """Per-image files of segment_image / segment_folder, named after the input.
 
-    ``<out>/<name>.png``           overlay (or the cut-out when a background is chosen)
+    ``<out>/<name>.jpg|.png``      overlay (or the cut-out when a background is chosen)
     ``<out>/<name>_masks/NN_<class>.png``  one 0/255 PNG per instance (--save-masks)
+
+    The overlay's format follows the input (JPEG in, JPEG out at quality 95: a tenth of the PNG's
+    size and encoding time; anything else PNG) unless ``ext`` chooses one; a transparent
+    cut-out is always PNG (JPEG has no alpha).
     """
 
     out_dir: Path
@@ -145,10 +149,17 @@ class ImageOutputs:
     save_masks: bool = False
     save_visual: bool = True
     alpha: float = 0.5
-    ext: str = ".png"
+    ext: str | None = None  # None: follow the input
 
     def visual_path(self, frame: Frame) -> Path:
-        return self.out_dir / f"{frame.name}{self.ext}"
+        if self.background is not None and self.background.has_alpha:
+            ext = ".png"
+        elif self.ext:
+            ext = self.ext if self.ext.startswith(".") else f".{self.ext}"
+        else:
+            src = frame.path.suffix.lower() if frame.path is not None else ""
+            ext = ".jpg" if src in (".jpg", ".jpeg") else ".png"
+        return self.out_dir / f"{frame.name}{ext}"
 
     def masks_dir(self, frame: Frame) -> Path:
         return self.out_dir / f"{frame.name}_masks"
@@ -171,8 +182,6 @@ class ImageOutputs:
             else:
                 vis = overlay(frame.image, seg, self.alpha)
             path = self.visual_path(frame)
-            if self.background is not None and self.background.has_alpha and path.suffix.lower() != ".png":
-                path = path.with_suffix(".png")  # JPEG has no alpha channel
             write_image(path, vis)
             written.append(path)
         if self.save_masks:

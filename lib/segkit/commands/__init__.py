@@ -31,6 +31,7 @@ def run(name: str, argv: list[str] | None = None) -> int:
     """Run one subcommand's main() with the usual error/exit-code handling."""
     from segkit import cli
 
+    cli.quiet_frameworks("--verbose" in (sys.argv[1:] if argv is None else argv))
     module = importlib.import_module(f"segkit.commands.{COMMANDS[name][0]}")
     return cli.run_main(module.main, argv)
 

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="semantic: probability (or instance score) a pixel/mask needs, default 0.5")
     p.add_argument("--semantic", action="store_true",
                    help="score IoU/precision/recall even for an instance model or results file")
+    p.add_argument("--instance", action="store_true",
+                   help="score box/mask AP even for a semantic (person) model's results file")
     p.add_argument("--only-with-class", action="store_true",
                    help="semantic on COCO: only the images holding at least one of the scored classes "
                         "(default: every image, so false positives on images without them count)")
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images (quick checks)")
     p.add_argument("-o", "--output", dest="metrics_file", metavar="JSON", help="also write the metrics to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli.add_verbose_arg(p)
     return p
 
 
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     on_error = lambda frame, err: (failed.append(str(err)), cli.error(str(err)))  # noqa: E731
     metrics: dict = {}
     bar = None
+    scope = None  # which of the annotated images are scored, and why
     if args.masks:
         seg = cli.load_model(args, progress=not args.quiet)
         cid = min(classes) if classes else (seg_classes(seg)[0])
@@ -89,16 +93,17 @@ def main(argv: list[str] | None = None) -> int:
         img_ids = sorted(gt.getImgIds())[: args.limit] if args.limit else sorted(gt.getImgIds())
         if args.results:
             results = ev.load_results(args.results)
-            if args.semantic:
+            img_ids, scope = covered_by_results(gt, img_ids, results, args.results)
+            if scoring_of_results(args, results) == "semantic":
                 cids = tuple(sorted(classes)) if classes else tuple(sorted({r["category_id"] for r in results}))
                 if args.only_with_class:
                     img_ids = ev.images_with_classes(gt, img_ids, cids)
                 metrics["semantic"] = ev.semantic_coco_results(gt, results, img_ids, cids, args.threshold).scores()
             else:
-                metrics.update(ev.coco_ap(gt, results, per_class=args.per_class,
-                                          img_ids=img_ids if args.limit else None))
+                metrics.update(ev.coco_ap(gt, results, per_class=args.per_class, img_ids=img_ids))
             source = args.results
         else:
+            img_ids, scope = present_in_folder(gt, img_ids, args.images)
             seg = cli.load_model(args, progress=not args.quiet)
             bar = _bar(args, len(img_ids))
             if seg.semantic or args.semantic:
@@ -121,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     if "semantic" in metrics:
         metrics["images"] = "with the scored classes" if args.only_with_class else "all"
     metrics["failed_images"] = failed
+    if scope is not None:
+        metrics.update(scope)
     print(f"evaluate: {source} ({time.perf_counter() - t0:.1f} s)")
+    if scope is not None:
+        print(f"evaluate: scored {scope['images_scored']} of {scope['images_annotated']} annotated "
+              f"images ({scope['images_which']})")
     print(ev.format_table(metrics))
     if args.metrics_file:
         write_json(args.metrics_file, metrics)
@@ -141,6 +151,63 @@ def seg_classes(segmenter) -> list[int]:
 def _bar(args, total):
     from tqdm import tqdm
     return tqdm(total=total, unit="img", disable=args.quiet, file=sys.stderr, desc="evaluate")
+
+
+def covered_by_results(gt, img_ids: list[int], results: list[dict], results_path) -> tuple[list[int], dict]:
+    """The annotated images a results file covers: those it has detections for, plus those
+    segment_folder.py processed without finding anything (its per-image records beside the file).
+
+    Scoring every annotated image instead would count the images never segmented as misses.
+    """
+    from pathlib import Path
+
+    from segkit.errors import SegkitError
+
+    seen = {r.get("image_id") for r in results}
+    how = "with results"
+    records = Path(results_path).parent / ".segkit" / "results"
+    if records.is_dir():
+        by_file = {Path(info["file_name"]).stem: iid for iid, info in gt.imgs.items()}
+        for rec in records.rglob("*.json"):
+            stem = rec.stem
+            iid = by_file.get(stem, int(stem) if stem.isdigit() else None)
+            if iid is not None:
+                seen.add(iid)
+        how = "segmented by segment_folder.py"
+    else:
+        how = "with at least one detection; images segmented without one cannot be told apart"
+    wanted = set(img_ids)
+    covered = sorted(i for i in seen if i in wanted)
+    if not covered:
+        raise SegkitError(f"{results_path}: covers none of the {len(img_ids)} annotated images "
+                          "(image ids differ? write results with --coco-annotations)")
+    return covered, {"images_scored": len(covered), "images_annotated": len(img_ids), "images_which": how}
+
+
+def present_in_folder(gt, img_ids: list[int], image_dir) -> tuple[list[int], dict]:
+    """The annotated images whose file is in --images (a partial copy of val2017 scores what it holds)."""
+    from pathlib import Path
+
+    from segkit.errors import SegkitError
+
+    folder = Path(image_dir)
+    if not folder.is_dir():
+        raise SegkitError(f"{folder}: no such folder")
+    names = {p.name for p in folder.iterdir()}
+    present = [i for i in img_ids if gt.imgs[i]["file_name"] in names]
+    if not present:
+        raise SegkitError(f"{folder}: holds none of the {len(img_ids)} annotated images")
+    return present, {"images_scored": len(present), "images_annotated": len(img_ids),
+                     "images_which": f"found in {folder}"}
+
+
+def scoring_of_results(args, results: list[dict]) -> str:
+    """IoU ("semantic") for a person model's results (segkit marks them), else AP ("instance")."""
+    if args.semantic and args.instance:
+        raise UsageError("--semantic or --instance, not both")
+    if args.semantic or args.instance:
+        return "semantic" if args.semantic else "instance"
+    return "semantic" if results and all(r.get("semantic") for r in results) else "instance"
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", metavar="YAML", help="registry file (default: model_zoo/zoo.yaml)")
     p.add_argument("--force", action="store_true", help="download and install again even if installed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli.add_verbose_arg(p)
     return p
 
 

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--beam-options", metavar="'FLAGS'",
                    help="Beam pipeline options, passed through: '--runner=DataflowRunner --project=P "
                         "--region=R --temp_location=gs://B/tmp' (see README)")
+    cli.add_verbose_arg(p)
     return p
 
 

@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="reuse an output folder holding frames of an earlier run (its stale frames are removed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli.add_verbose_arg(p)
     return p
 
 

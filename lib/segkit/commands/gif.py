@@ -24,7 +24,8 @@ panels (--collage, left to right, each at frame size):
             else the alpha of a transparent cut-out seg/NAME.png thresholded at 128
   cutout    seg/NAME.png (the cut-out or overlay); transparency is shown on white
 
---resize applies to the whole output frame. --skip N keeps one frame in N and divides the fps
+--resize sizes each panel (each frame), so --resize 480 on a 3-panel collage gives three
+panels 480 px on their longest side, side by side (1440 px wide). --skip N keeps one frame in N and divides the fps
 by N, so the animation lasts as long; --max-size (GIF only) skips more frames until it fits.
 Without a manifest and without --fps, frames play at {DEFAULT_FPS:g} fps.
 
@@ -41,13 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collage", default="original", metavar="PANELS",
                    help="comma-separated panels: original, mask, cutout (default: original)")
     p.add_argument("--fps", type=float, metavar="F", help=f"playback rate (default: the manifest's, else {DEFAULT_FPS:g})")
-    p.add_argument("--resize", metavar="SIZE", help="output frame size: WxH, 320x, x240, 0.5, 50%% or longest side (480)")
+    p.add_argument("--resize", metavar="SIZE", help="size of each frame (each collage panel): WxH, 320x, x240, 0.5, 50%% or longest side (480)")
     p.add_argument("--loop", type=int, default=0, metavar="N", help="GIF: 0 loops forever (default), N plays N times")
     p.add_argument("--skip", type=int, default=1, metavar="N", help="keep one frame in N (fps divided by N)")
     p.add_argument("--max-size", metavar="BYTES", help="GIF: skip more frames until the file is at most this big (500k, 2M)")
     p.add_argument("--colors", type=int, default=256, metavar="N",
                    help="GIF: colours per frame palette, 2..256 (fewer = smaller file; default 256)")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    cli.add_verbose_arg(p)
     return p
 
 

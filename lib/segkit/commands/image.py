@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true",
                    help="show each result in a window (only when a display exists)")
     p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
+    cli.add_verbose_arg(p)
     return p
 
 

@@ -31,6 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-folder", action="append", default=[], metavar="DIR",
                    help="folder with images/N.jpg and masks/N.png")
     p.add_argument("--no-tflite", action="store_true", help="export Keras/SavedModel only")
+    from segkit import cli
+
+    cli.add_verbose_arg(p)
     return p.parse_args(argv)
 
 

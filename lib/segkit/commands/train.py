@@ -82,6 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     o.add_argument("--no-tflite", action="store_true", help="export Keras/SavedModel only")
     o.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    from segkit import cli
+
+    cli.add_verbose_arg(p)
     return p.parse_args(argv)
 
 

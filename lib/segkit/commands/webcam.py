@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N segmented frames")
     g.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
     p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
+    cli.add_verbose_arg(p)
     return p
 
 
