@@ -42,9 +42,12 @@ import yaml
 
 from segkit.errors import SegkitError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ZOO_ROOT = REPO_ROOT / "model_zoo"
 REGISTRY_FILE = "zoo.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# A checkout reads model_zoo/ at its top; an installed wheel carries the registry and the bundled
+# models inside the package (setup.py puts them in segkit/model_zoo/).
+IN_CHECKOUT = (REPO_ROOT / "model_zoo" / REGISTRY_FILE).is_file()
+ZOO_ROOT = REPO_ROOT / "model_zoo" if IN_CHECKOUT else Path(__file__).resolve().parent / "model_zoo"
 LOCK_FILE = "zoo.lock.yaml"
 COMPLETE_MARKER = ".complete"
 
@@ -308,9 +311,15 @@ def _unsafe_relative(name: str) -> bool:
 # --------------------------------------------------------------------------- where models live
 
 def model_dir() -> Path:
-    """Where downloads are installed: $SEGKIT_MODEL_DIR or <repo>/model_zoo/downloads."""
+    """Where downloads are installed: $SEGKIT_MODEL_DIR, else <repo>/model_zoo/downloads in a
+    checkout, else the user's cache (an installed package's folder may not be writable)."""
     env = os.environ.get("SEGKIT_MODEL_DIR")
-    return Path(env).expanduser() if env else ZOO_ROOT / "downloads"
+    if env:
+        return Path(env).expanduser()
+    if IN_CHECKOUT:
+        return ZOO_ROOT / "downloads"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "segkit" / "models"
 
 
 def install_dir(spec: ModelSpec) -> Path:
