@@ -160,4 +160,5 @@ def test_every_readme_command_runs_as_written(clone):
     assert len(ran) >= 12 and len(skipped) <= len(SKIP) + 1
     # what the first-screen run command promises
     assert (clone / "segmented_images" / "000000519208.jpg").is_file()
-    assert (clone / "out" / "collage.gif").is_file() and (clone / "dist").is_dir()
+    assert (clone / "out" / "collage.gif").is_file() and (clone / "steps" / "collage.gif").is_file()
+    assert list((clone / "dist").glob("segkit-*.whl"))
