@@ -59,3 +59,18 @@ def test_jpeg_overlay_is_quality_95(tmp_path):
     vis = overlay(frame.image, _seg(), 0.5)
     ok, q95 = cv2.imencode(".jpg", np.ascontiguousarray(vis[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert path.read_bytes() == q95.tobytes()
+
+
+def test_semantic_overlay_names_its_class_beside_the_outline():
+    from segkit.render import overlay
+
+    img = np.full((120, 160, 3), 90, np.uint8)
+    probs = np.zeros((120, 160, 1), np.float32)
+    probs[50:110, 60:120] = 0.9
+    seg = Segmentation(120, 160, probs=probs, prob_class_ids=(18,))
+    plain = overlay(img, seg, labels=False)
+    named = overlay(img, seg)
+    above = (slice(30, 50), slice(60, 120))  # the label box sits on the mask's top-left corner
+    assert (plain[above] == 90).all()
+    assert (named[above] != 90).any()
+    assert (named[:, :55] == 90).all()  # nothing else touched

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from segkit.errors import UsageError
+from segkit.labels import class_name
 from segkit.segmentation import Segmentation
 
 
@@ -30,9 +31,15 @@ def overlay(image: np.ndarray, seg: Segmentation, alpha: float = 0.5, boxes: boo
     out = image.copy()
     if seg.is_semantic:
         colors = instance_colors(len(seg.prob_class_ids))
+        labelled = []
         for (cid, m), c in zip(seg.class_masks(), colors):
             _tint(out, m, c, alpha)
-            _outline(out, m, c)
+            contours = _outline(out, m, c)
+            if labels and contours:
+                labelled.append((cid, c, max(contours, key=cv2.contourArea)))
+        for cid, c, biggest in labelled:  # after every tint, so no class paints over a label
+            x, y, _, _ = cv2.boundingRect(biggest)
+            _label(out, class_name(cid, seg.label_names), x, y, tuple(int(v) for v in c))
         return out
     colors = instance_colors(len(seg))
     h, w = image.shape[:2]
@@ -72,9 +79,10 @@ def _tint(region: np.ndarray, mask: np.ndarray, color, alpha: float) -> None:
         np.copyto(region, blended, where=mask[..., None])
 
 
-def _outline(region: np.ndarray, mask: np.ndarray, color) -> None:
+def _outline(region: np.ndarray, mask: np.ndarray, color) -> tuple:
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(region, contours, -1, tuple(int(v) for v in color), 1, cv2.LINE_AA)
+    return contours
 
 
 def _label(img: np.ndarray, text: str, x: int, y: int, color) -> None:
