@@ -32,6 +32,14 @@ def _quiet_interrupt_hook(exc_type, exc, tb, _previous=sys.excepthook):
 sys.excepthook = _quiet_interrupt_hook  # scripts import this module first, before the heavy imports
 
 
+INVOKED_AS: str | None = None  # "segkit image" when run as a segkit subcommand
+
+
+def prog(script: str) -> str:
+    """The name --help and usage errors show: the subcommand, or the bin/ script's name."""
+    return INVOKED_AS or script
+
+
 def add_verbose_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true",
                    help="also show TensorFlow / absl / oneDNN / CUDA log lines (hidden by default)")

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"segkit: error: unknown command {name!r} (choose from {', '.join(COMMANDS)})",
               file=sys.stderr)
         return 2
+    from segkit import cli
+
+    cli.INVOKED_AS = f"segkit {name}"
     return run(name, rest)
 
 

@@ -24,7 +24,7 @@ and recall per class, pooled over all pixels of the set and as the mean per imag
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__, epilog=EPILOG,
+    p = argparse.ArgumentParser(prog=cli.prog("evaluate.py"), description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("ground truth")
     g.add_argument("--annotations", metavar="JSON", help="COCO instances annotation file")

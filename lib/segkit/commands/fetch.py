@@ -23,7 +23,7 @@ exit codes: 0 done, 1 a download/verification failed, 2 bad arguments (e.g. unkn
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(prog="fetch_model.py", description=__doc__, epilog=EPILOG,
+    p = cli.ArgumentParser(prog=cli.prog("fetch_model.py"), description=__doc__, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", metavar="NAME", help="zoo model names to fetch")
     p.add_argument("--list", action="store_true",

@@ -31,7 +31,7 @@ exit codes: 0 all images done (or already done), 1 none could be done (or a fata
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(prog="segment_folder.py", description=__doc__, epilog=EPILOG,
+    p = cli.ArgumentParser(prog=cli.prog("segment_folder.py"), description=__doc__, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", action="append", required=True, metavar="DIR|GLOB",
                    help="folder of images or glob ('shots/**/*.jpg'); repeat -i for more")

@@ -26,7 +26,7 @@ exit codes: 0 done, 1 unusable video, no frame selected or an output cannot be w
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(prog="video_to_frames.py", description=__doc__, epilog=EPILOG,
+    p = cli.ArgumentParser(prog=cli.prog("video_to_frames.py"), description=__doc__, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", required=True, metavar="VIDEO", help="video file (mp4, avi, mov ...)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the frames and manifest.json")

@@ -33,7 +33,7 @@ exit codes: 0 written, 1 unusable frames (named on stderr), 2 bad arguments, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(prog="frames_to_gif.py", description=__doc__, epilog=EPILOG,
+    p = cli.ArgumentParser(prog=cli.prog("frames_to_gif.py"), description=__doc__, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", required=True, metavar="DIR",
                    help="frames folder (video_to_frames.py output; its manifest.json gives order and fps)")

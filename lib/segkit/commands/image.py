@@ -27,7 +27,7 @@ exit codes: 0 all inputs done, 1 nothing done (or a fatal error), 2 bad argument
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(prog="segment_image.py", description=__doc__, epilog=EPILOG,
+    p = cli.ArgumentParser(prog=cli.prog("segment_image.py"), description=__doc__, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", "--input", action="append", required=True, metavar="IMAGE",
                    help="image file or glob ('photos/*.jpg'); repeat -i for more")

@@ -20,7 +20,9 @@ from pathlib import Path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="soup_models.py", description=__doc__.split("\n\n")[0],
+    from segkit import cli
+
+    p = argparse.ArgumentParser(prog=cli.prog("soup_models.py"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training run folders (two or more)")
@@ -31,8 +33,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-folder", action="append", default=[], metavar="DIR",
                    help="folder with images/N.jpg and masks/N.png")
     p.add_argument("--no-tflite", action="store_true", help="export Keras/SavedModel only")
-    from segkit import cli
-
     cli.add_verbose_arg(p)
     return p.parse_args(argv)
 

@@ -24,8 +24,10 @@ from pathlib import Path
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from segkit import cli
+
     p = argparse.ArgumentParser(
-        prog="train_person_unet.py", description=__doc__.split("\n\n")[0],
+        prog=cli.prog("train_person_unet.py"), description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.split("\n\n")[1:]))
     d = p.add_argument_group("data (repeat a flag to mix several sources)")
@@ -82,8 +84,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     o.add_argument("--no-tflite", action="store_true", help="export Keras/SavedModel only")
     o.add_argument("--quiet", action="store_true", help="no per-epoch lines")
-    from segkit import cli
-
     cli.add_verbose_arg(p)
     return p.parse_args(argv)
 

@@ -35,7 +35,7 @@ exit codes: 0 done (q, window closed, end of stream, --max-frames/--duration rea
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = cli.ArgumentParser(prog="segment_webcam.py", description=__doc__, epilog=EPILOG,
+    p = cli.ArgumentParser(prog=cli.prog("segment_webcam.py"), description=__doc__, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("source")
     g.add_argument("--source", default="0", metavar="SRC",
