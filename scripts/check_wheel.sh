@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the wheel, install it in a clean venv and segment a photo with the installed `segkit`
 # command: the bundled person model must come from inside the installed package, offline.
-#   scripts/check_wheel.sh            (CI runs it; pip's cache makes the dependencies quick)
-# Knobs (environment): PYTHON (.venv/bin/python if present, else python3), KEEP=1 keeps the temp dir.
+#   scripts/check_wheel.sh            (CI runs it)
+# Knobs (environment): PYTHON (.venv/bin/python if present, else python3), KEEP=1 keeps the temp
+# dir, WHEELHOUSE (~/.cache/segkit/wheelhouse: the dependencies' wheels, kept between runs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=${PYTHON:-python3}; fi
@@ -15,8 +16,16 @@ t0=$(date +%s)
 wheel=$(ls "$tmp"/dist/segkit-*.whl)
 t1=$(date +%s)
 
+# a clean venv; the dependencies come from a wheelhouse kept between runs (filled from the
+# index on the first run, or when requirements change), so later runs install without the network
+wh=${WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/segkit/wheelhouse}
 "$py" -m venv "$tmp/venv"
-"$tmp/venv/bin/pip" install -q "$wheel"
+if ! "$tmp/venv/bin/pip" install -q --no-index --find-links "$wh" "$wheel" 2>/dev/null; then
+    echo "wheel check: filling the wheelhouse $wh (first run: downloads every dependency)"
+    "$tmp/venv/bin/pip" download -q -d "$wh" "$wheel"
+    rm -f "$wh"/segkit-*.whl
+    "$tmp/venv/bin/pip" install -q --no-index --find-links "$wh" "$wheel"
+fi
 t2=$(date +%s)
 
 # a folder that is not the checkout, no PYTHONPATH, no download dir, and no network: any
