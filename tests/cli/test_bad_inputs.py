@@ -121,13 +121,11 @@ def test_permission_denied_is_one_line_and_recorded(script, tmp_path):
 
 
 def test_file_vanishing_between_listing_and_reading_is_a_recorded_failure(tmp_path, monkeypatch, capsys):
-    import importlib.util
+    import importlib
 
     from segkit import cli, sources
 
-    spec = importlib.util.spec_from_file_location("sf_vanish", REPO / "bin" / "segment_folder.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = importlib.import_module("segkit.commands.folder")  # bin/segment_folder.py's main()
     src, out = tmp_path / "in", tmp_path / "out"
     good = good_photos(src, 3)
     victim = good[1]
