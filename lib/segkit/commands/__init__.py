@@ -5,7 +5,10 @@
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
+import threading
 
 # subcommand -> (module in segkit.commands, bin/ script, one-line summary)
 COMMANDS = {
@@ -32,8 +35,21 @@ def run(name: str, argv: list[str] | None = None) -> int:
     from segkit import cli
 
     cli.quiet_frameworks("--verbose" in (sys.argv[1:] if argv is None else argv))
-    module = importlib.import_module(f"segkit.commands.{COMMANDS[name][0]}")
+    # Ctrl+C while the command's modules load (numpy, OpenCV ...): a KeyboardInterrupt raised
+    # inside an extension's import surfaces as an ImportError traceback, so end here instead.
+    main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    previous = signal.signal(signal.SIGINT, _interrupted_while_loading) if main_thread else None
+    try:
+        module = importlib.import_module(f"segkit.commands.{COMMANDS[name][0]}")
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
     return cli.run_main(module.main, argv)
+
+
+def _interrupted_while_loading(signum, frame):
+    print("segkit: interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
 
 
 def main(argv: list[str] | None = None) -> int:
