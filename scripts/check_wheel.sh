@@ -22,9 +22,12 @@ wh=${WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/segkit/wheelhouse}
 "$py" -m venv "$tmp/venv"
 if ! "$tmp/venv/bin/pip" install -q --no-index --find-links "$wh" "$wheel" 2>/dev/null; then
     echo "wheel check: filling the wheelhouse $wh (first run: downloads every dependency)"
-    "$tmp/venv/bin/pip" download -q -d "$wh" "$wheel"
-    rm -f "$wh"/segkit-*.whl
-    "$tmp/venv/bin/pip" install -q --no-index --find-links "$wh" "$wheel"
+    if "$tmp/venv/bin/pip" wheel -q -w "$wh" "$wheel"; then
+        rm -f "$wh"/segkit-*.whl
+        "$tmp/venv/bin/pip" install -q --no-index --find-links "$wh" "$wheel"
+    else  # the wheelhouse could not be filled: install from the index as any user would
+        "$tmp/venv/bin/pip" install -q "$wheel"
+    fi
 fi
 t2=$(date +%s)
 
