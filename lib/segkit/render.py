@@ -72,7 +72,9 @@ def _tint(region: np.ndarray, mask: np.ndarray, color, alpha: float) -> None:
         return
     # Blend the whole region in one SIMD pass and copy it through the mask: 5-8x faster than
     # gathering the masked pixels as float32 (it was a quarter of a folder run's CPU).
-    blended = cv2.addWeighted(region, 1 - alpha, np.full_like(region, color), alpha, 0.0)
+    # (the solid colour built per channel: np.full_like with an RGB tuple costs 8x the blend)
+    solid = cv2.merge([np.full(region.shape[:2], int(c), np.uint8) for c in color])
+    blended = cv2.addWeighted(region, 1 - alpha, solid, alpha, 0.0)
     if region.flags.c_contiguous:
         cv2.copyTo(blended, mask.view(np.uint8), region)  # writes into region in place
     else:  # a box of a larger image: OpenCV would write into a copy
