@@ -1,0 +1,171 @@
+"""The yolo_seg adapter: letterbox, score, class-aware NMS, mask decoding and un-letterbox.
+
+Synthetic part: a stand-in for the converted network (``FakeRaw``) whose raw outputs encode
+known boxes and masks, written in ORIGINAL image pixels and pushed through the letterbox the
+way the real network sees them; the adapter must give exactly those back at odd image sizes.
+The real yolov5s-seg (fetched through the zoo, converted once per session) is tested at the end.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segkit.models import yolo_seg
+from segkit.models.yolo_seg import YoloSegSegmenter, letterbox
+
+NC, NM = 80, 32
+ELEPHANT, PERSON, DOG, TOOTHBRUSH = 20, 0, 16, 79  # contiguous YOLO indices
+SIZES = [(333, 517), (517, 333)]
+
+
+def pixels_in(box, height, width):
+    """bool [H,W]: pixels whose centre lies in the box (x0, y0, x1, y1)."""
+    ys, xs = np.arange(height) + 0.5, np.arange(width) + 0.5
+    x0, y0, x1, y1 = box
+    return ((ys >= y0) & (ys <= y1))[:, None] & ((xs >= x0) & (xs <= x1))[None, :]
+
+
+class FakeRaw:
+    """RawYolo's interface; ``run`` returns the rows set with ``add`` for whatever image size the
+    letterbox produced (the test computes the letterbox itself, from YOLOv5's formula)."""
+
+    nc, nm, names = NC, NM, None
+
+    def __init__(self, imgsz=320, max_batch=2):
+        self.imgsz, self.max_batch = imgsz, max_batch
+        self.rows: list[np.ndarray] = []
+        self.calls: list[tuple] = []
+        s = imgsz // 4
+        # prototype 0: +10 everywhere (mask = the whole box); prototype 1: +10 left of input
+        # x = 4*split, -10 right of it (mask = the box's part left of that line)
+        self.protos = np.zeros((s, s, NM), np.float32)
+        self.protos[..., 0] = 10
+        self.split = s // 2 + 3
+        self.protos[:, :self.split, 1] = 10
+        self.protos[:, self.split:, 1] = -10
+
+    def add(self, xyxy_in, obj, cls, cls_score, proto):
+        row = np.zeros(5 + NC + NM, np.float32)
+        x0, y0, x1, y1 = xyxy_in
+        row[:4] = [(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]
+        row[4], row[5 + cls] = obj, cls_score
+        row[5 + NC + proto] = 1.0
+        self.rows.append(row)
+
+    def run(self, batch):
+        assert batch.dtype == np.float32 and batch.shape[1:] == (self.imgsz, self.imgsz, 3)
+        assert 0.0 <= batch.min() and batch.max() <= 1.0
+        self.calls.append(batch.shape)
+        b = len(batch)
+        rows = np.stack(self.rows + [np.zeros(5 + NC + NM, np.float32)] * 50)  # + empty anchors
+        return np.repeat(rows[None], b, 0), np.repeat(self.protos[None], b, 0)
+
+
+def yolo_letterbox_params(h, w, s):
+    """YOLOv5 utils.augmentations.letterbox(auto=False): ratio and (left, top)."""
+    r = min(s / h, s / w)
+    nw, nh = int(round(w * r)), int(round(h * r))
+    return nw / w, nh / h, int(round((s - nw) / 2 - 0.1)), int(round((s - nh) / 2 - 0.1))
+
+
+def scene(height, width, imgsz=320):
+    """A FakeRaw holding, in image pixels: an elephant (whole-box mask), a person (left part
+    only), a duplicate elephant NMS must drop, a dog on the person's box (class-aware NMS keeps
+    it) and a low-score toothbrush."""
+    raw = FakeRaw(imgsz)
+    sx, sy, left, top = yolo_letterbox_params(height, width, imgsz)
+    to_in = lambda b: [b[0] * sx + left, b[1] * sy + top, b[2] * sx + left, b[3] * sy + top]  # noqa: E731
+    H, W = height, width
+    elephant = (0.1 * W + 0.3, 0.2 * H + 0.7, 0.55 * W + 0.2, 0.9 * H - 0.4)
+    # the person's box straddles the prototype split line
+    split_x = (4 * raw.split - left) / sx
+    person = (split_x - 0.2 * W + 0.3, 0.05 * H + 0.3, min(split_x + 0.25 * W, W - 2.3), 0.6 * H + 0.2)
+    raw.add(to_in(elephant), 0.9, ELEPHANT, 0.95, proto=0)
+    raw.add(to_in((elephant[0] + 2, elephant[1] + 1, elephant[2] + 2, elephant[3])), 0.8, ELEPHANT, 0.9, proto=0)
+    raw.add(to_in(person), 0.85, PERSON, 0.9, proto=1)
+    raw.add(to_in(person), 0.62, DOG, 0.5, proto=0)
+    raw.add(to_in((5, 5, 40, 30)), 0.2, TOOTHBRUSH, 0.5, proto=0)
+    return raw, {"elephant": elephant, "person": person, "split_x": split_x}
+
+
+@pytest.mark.parametrize("height,width", SIZES)
+def test_letterbox_is_yolov5s(height, width):
+    img = np.random.default_rng(0).integers(0, 256, (height, width, 3), np.uint8)
+    out, lb = letterbox(img, 320)
+    sx, sy, left, top = yolo_letterbox_params(height, width, 320)
+    assert (lb.sx, lb.sy, lb.left, lb.top) == (sx, sy, left, top)
+    nh, nw = round(height * sy), round(width * sx)
+    assert (out[:top] == 114).all() and (out[top + nh:] == 114).all()
+    assert (out[:, :left] == 114).all() and (out[:, left + nw:] == 114).all()
+    import cv2
+    assert np.array_equal(out[top:top + nh, left:left + nw], cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR))
+
+
+@pytest.mark.parametrize("height,width", SIZES)
+def test_known_boxes_and_masks_come_back_in_image_pixels(height, width):
+    raw, truth = scene(height, width)
+    seg = YoloSegSegmenter(raw, "fake").segment_one(np.zeros((height, width, 3), np.uint8), min_score=0.3)
+    assert (seg.height, seg.width) == (height, width) and seg.masks.shape == (len(seg), height, width)
+    # elephant 0.855, person 0.765, dog 0.31 (class-aware: same box as the person, kept);
+    # the duplicate elephant is suppressed; the toothbrush (0.1) is under min_score
+    assert seg.class_names == ["elephant", "person", "dog"]
+    assert seg.class_ids.tolist() == [22, 1, 18]
+    np.testing.assert_allclose(seg.scores, [0.9 * 0.95, 0.85 * 0.9, 0.31], rtol=1e-6)
+    np.testing.assert_allclose(seg.boxes[0], truth["elephant"], atol=1e-3)
+    np.testing.assert_allclose(seg.boxes[1], truth["person"], atol=1e-3)
+    # whole-box prototype: the mask is exactly the pixels of the box
+    assert np.array_equal(seg.masks[0], pixels_in(truth["elephant"], height, width))
+    assert np.array_equal(seg.masks[2], pixels_in(truth["person"], height, width))
+    # split prototype: the person's mask stops at the split line, mapped back through the letterbox
+    expected = pixels_in(truth["person"], height, width) & (np.arange(width) + 0.5 < truth["split_x"])[None]
+    wrong = seg.masks[1] ^ expected
+    # pixel centres closer than 1/10 px to the line may go either way (warp's fixed-point grid)
+    near = np.abs(np.arange(width) + 0.5 - truth["split_x"]) < 0.1
+    assert not wrong[:, ~near].any()
+    assert 0 < seg.masks[1].sum() < seg.masks[2].sum()
+
+
+def test_min_score_floor_and_max_det():
+    raw, _ = scene(333, 517)
+    seg = YoloSegSegmenter(raw, "fake").segment_one(np.zeros((333, 517, 3), np.uint8), min_score=0.0)
+    assert "toothbrush" in seg.class_names  # 0.1 > the 0.001 floor
+    few = YoloSegSegmenter(raw, "fake", max_det=2).segment_one(np.zeros((333, 517, 3), np.uint8))
+    assert few.class_names == ["elephant", "person"]
+
+
+def test_batches_follow_max_batch_and_keep_each_image_size():
+    raw, _ = scene(333, 517)
+    seg = YoloSegSegmenter(raw, "fake")
+    sizes = [(333, 517), (200, 200), (517, 333)]
+    out = seg.segment([np.zeros((h, w, 3), np.uint8) for h, w in sizes], min_score=0.25)
+    assert [(s.height, s.width) for s in out] == sizes
+    assert [c[0] for c in raw.calls] == [2, 1]
+    # the same box rows come back in each image's own pixels: within that image
+    for s, (h, w) in zip(out, sizes):
+        assert (s.boxes[:, [0, 2]] <= w).all() and (s.boxes[:, [1, 3]] <= h).all()
+
+
+def test_nms_is_class_aware_and_ordered():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [1, 0, 11, 10], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.5, 0.9, 0.8, 0.7], np.float32)
+    keep = yolo_seg.nms(boxes, scores, np.array([0, 0, 1, 0]), 0.45, 100)
+    assert keep.tolist() == [1, 2, 3]
+
+
+def test_multi_label_lets_a_box_stand_for_two_classes():
+    pred = np.zeros((1, 5 + NC + NM), np.float32)
+    pred[0, :5] = [50, 50, 20, 20, 0.9]
+    pred[0, 5 + DOG], pred[0, 5 + PERSON] = 0.9, 0.5
+    one = yolo_seg.select(pred, NC, 0.1)
+    two = yolo_seg.select(pred, NC, 0.1, multi_label=True)
+    assert one[2].tolist() == [DOG] and two[2].tolist() == [DOG, PERSON]
+
+
+def test_class_names_from_the_checkpoint_map_to_coco_ids():
+    from segkit.labels import COCO_CATEGORIES
+
+    names = [COCO_CATEGORIES[i] for i in sorted(COCO_CATEGORIES)]
+    ids = yolo_seg.coco_ids_for(names, 80)
+    assert ids[ELEPHANT] == 22 and ids[TOOTHBRUSH] == 90 and len(set(ids.tolist())) == 80
+    with pytest.raises(Exception, match="not COCO"):
+        yolo_seg.coco_ids_for(["a", "b"], 2)
