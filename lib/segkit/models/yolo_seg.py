@@ -141,23 +141,32 @@ def paste_proto_masks(protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray,
     ax, bx = lb.sx / gx, (0.5 * lb.sx + lb.left) / gx - 0.5
     ay, by = lb.sy / gy, (0.5 * lb.sy + lb.top) / gy - 0.5
     out = np.zeros((len(boxes), height, width), bool)
-    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64)):
-        # pixels whose centre lies inside the box
-        rx0, ry0 = max(int(np.ceil(x0 - 0.5)), 0), max(int(np.ceil(y0 - 0.5)), 0)
-        rx1, ry1 = min(int(np.floor(x1 - 0.5)) + 1, width), min(int(np.floor(y1 - 0.5)) + 1, height)
-        if rx1 <= rx0 or ry1 <= ry0:
+    if not len(boxes):
+        return out
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    # pixels whose centre lies inside the box: [r0, r1) per axis (all boxes at once)
+    rx0 = np.maximum(np.ceil(b[:, 0] - 0.5), 0).astype(int)
+    ry0 = np.maximum(np.ceil(b[:, 1] - 0.5), 0).astype(int)
+    rx1 = np.minimum(np.floor(b[:, 2] - 0.5) + 1, width).astype(int)
+    ry1 = np.minimum(np.floor(b[:, 3] - 0.5) + 1, height).astype(int)
+    # the prototype cells those pixels interpolate between
+    pu0 = np.clip(np.floor(ax * rx0 + bx), 0, mw - 1).astype(int)
+    pu1 = np.clip(np.floor(ax * (rx1 - 1) + bx) + 2, 1, mw).astype(int)
+    pv0 = np.clip(np.floor(ay * ry0 + by), 0, mh - 1).astype(int)
+    pv1 = np.clip(np.floor(ay * (ry1 - 1) + by) + 2, 1, mh).astype(int)
+    coeffs = np.asarray(coeffs, np.float32)
+    for i, (x0, x1, y0, y1, u0, u1, v0, v1) in enumerate(zip(
+            rx0.tolist(), rx1.tolist(), ry0.tolist(), ry1.tolist(),
+            pu0.tolist(), pu1.tolist(), pv0.tolist(), pv1.tolist())):
+        if x1 <= x0 or y1 <= y0:
             continue
-        u0, u1 = ax * rx0 + bx, ax * (rx1 - 1) + bx
-        v0, v1 = ay * ry0 + by, ay * (ry1 - 1) + by
-        pu0, pu1 = min(max(int(np.floor(u0)), 0), mw - 1), min(max(int(np.floor(u1)) + 2, 1), mw)
-        pv0, pv1 = min(max(int(np.floor(v0)), 0), mh - 1), min(max(int(np.floor(v1)) + 2, 1), mh)
-        logits = protos[pv0:pv1, pu0:pu1] @ coeffs[i]
-        soft = 1.0 / (1.0 + np.exp(-logits, dtype=np.float32))
-        affine = np.array([[ax, 0, ax * rx0 + bx - pu0], [0, ay, ay * ry0 + by - pv0]], np.float64)
-        region = cv2.warpAffine(soft.astype(np.float32), affine, (rx1 - rx0, ry1 - ry0),
+        logits = protos[v0:v1, u0:u1] @ coeffs[i]
+        soft = 1.0 / (1.0 + np.exp(-logits))
+        affine = np.array([[ax, 0, ax * x0 + bx - u0], [0, ay, ay * y0 + by - v0]])
+        region = cv2.warpAffine(soft, affine, (x1 - x0, y1 - y0),
                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_REPLICATE)
-        out[i, ry0:ry1, rx0:rx1] = region > threshold
+        np.greater(region, threshold, out=out[i, y0:y1, x0:x1])
     return out
 
 
