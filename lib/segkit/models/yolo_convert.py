@@ -166,12 +166,13 @@ def convert_checkpoint(pt_path: Path | str, out_dir: Path | str, imgsz: int = DE
         if fmt not in FORMATS:
             raise SegkitError(f"unknown TFLite format {fmt!r} (one of {', '.join(FORMATS)})")
     ck = load_checkpoint(pt_path)
+    from segkit.models.yolo_keras import build_keras_model, check_architecture
+
+    check_architecture(ck)  # refuse unknown modules before TensorFlow loads
     out_dir.mkdir(parents=True, exist_ok=True)
     sha = checkpoint_sha256(pt_path, out_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
-
-    from segkit.models.yolo_keras import build_keras_model
 
     model = build_keras_model(ck, imgsz)
     head = ck.model.children["model"].children[str(len(ck.model.children["model"].children) - 1)]

@@ -190,19 +190,7 @@ class _Builder:
     # ------------------------------------------------------------------ the whole graph
     def build(self):
         keras = self.keras
-        cfg = self.ck.yaml
-        rows = list(cfg.get("backbone") or []) + list(cfg.get("head") or [])
-        layers = list(self.ck.model.children.get("model", Record()).children.values())
-        if not rows:
-            raise self.fail("architecture description ('yaml') has no backbone/head rows")
-        if len(rows) != len(layers):
-            raise self.fail(f"architecture description has {len(rows)} rows but the model "
-                            f"holds {len(layers)} layers")
-        for i, row in enumerate(rows):
-            module = row[2] if isinstance(row, (list, tuple)) and len(row) == 4 else None
-            if not isinstance(module, str) or module not in SUPPORTED_MODULES:
-                raise self.fail(f"unsupported module {module!r} in layer {i} of the architecture "
-                                f"description (supported: {', '.join(SUPPORTED_MODULES)})")
+        rows, layers = check_architecture(self.ck)
         if self.imgsz % 32 or self.imgsz <= 0:
             raise self.fail(f"input size {self.imgsz} is not a positive multiple of 32")
         inp = keras.Input((self.imgsz, self.imgsz, 3), name="images")
@@ -240,6 +228,27 @@ class _Builder:
         pred, protos = x
         protos = keras.layers.Identity(name="protos")(protos)
         return keras.Model(inp, [pred, protos], name="yolo_seg")
+
+
+def check_architecture(ck: Checkpoint) -> tuple[list, list]:
+    """The architecture rows and the model's layers, after checking that every module the rows
+    name is one this rebuild implements (no TensorFlow needed: hostile or unknown checkpoints
+    are refused before anything heavy is loaded)."""
+    cfg = ck.yaml
+    rows = list(cfg.get("backbone") or []) + list(cfg.get("head") or [])
+    if not rows:
+        raise CheckpointError(ck.path, "architecture description ('yaml') has no backbone/head rows")
+    for i, row in enumerate(rows):
+        module = row[2] if isinstance(row, (list, tuple)) and len(row) == 4 else None
+        if not isinstance(module, str) or module not in SUPPORTED_MODULES:
+            shown = module if isinstance(module, str) else repr(row)[:60]
+            raise CheckpointError(ck.path, f"unsupported module '{shown}' in layer {i} of the "
+                                  f"architecture description (supported: {', '.join(SUPPORTED_MODULES)})")
+    layers = list(ck.model.children.get("model", Record()).children.values())
+    if len(rows) != len(layers):
+        raise CheckpointError(ck.path, f"architecture description has {len(rows)} rows but the "
+                              f"model holds {len(layers)} layers")
+    return rows, layers
 
 
 def _layer_classes():
