@@ -193,38 +193,47 @@ def photo(repo):
     return read_image(repo / PHOTO)
 
 
-def test_real_yolov5s_finds_the_elephant_and_its_riders(yolov5s, photo):
+def test_real_yolov5s_finds_the_elephant_and_its_rider(yolov5s, photo, coco_val):
+    """Against COCO's own annotation of this photo: one person riding one elephant."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(coco_val[0]))
     assert yolov5s.family == "yolo_seg" and yolov5s.max_batch >= 1
     h, w = photo.shape[:2]
     seg = yolov5s.segment_one(photo, min_score=0.25)
     assert (seg.height, seg.width) == (h, w) and seg.masks.shape == (len(seg), h, w)
-    names = seg.class_names
-    assert names[0] == "elephant" and names.count("elephant") == 1 and "person" in names
-    assert set(names) <= {"elephant", "person", "handbag", "backpack", "umbrella"}, names
-    ele = seg.boxes[0]
-    # the elephant fills most of the photo; every box lies inside the image
-    assert (ele[2] - ele[0]) * (ele[3] - ele[1]) > 0.3 * h * w
+    assert seg.class_names[0] == "person" and "elephant" in seg.class_names
+    assert set(seg.class_names) <= {"elephant", "person", "handbag", "backpack", "umbrella"}, seg.class_names
     assert (seg.boxes >= 0).all() and (seg.boxes[:, [0, 2]] <= w).all() and (seg.boxes[:, [1, 3]] <= h).all()
     for m, (x0, y0, x1, y1) in zip(seg.masks, seg.boxes):
-        ys, xs = np.nonzero(m)
-        assert len(ys) > 0.2 * (x1 - x0) * (y1 - y0)  # a real mask, not a speck
+        ys, xs = np.nonzero(m)  # a real mask, inside its box
+        assert len(ys) > 0.2 * (x1 - x0) * (y1 - y0)
         assert xs.min() >= np.floor(x0) and xs.max() < np.ceil(x1) and ys.min() >= np.floor(y0) and ys.max() < np.ceil(y1)
-    # the people sit on the elephant: their boxes overlap its box
-    for b in seg.boxes[np.array(names) == "person"]:
-        assert b[0] < ele[2] and b[2] > ele[0] and b[1] < ele[3] and b[3] > ele[1]
+    for ann in gt.loadAnns(gt.getAnnIds(imgIds=519208)):
+        truth = gt.annToMask(ann).astype(bool)
+        pred = np.any(seg.masks[seg.class_ids == ann["category_id"]], axis=0)
+        iou = (truth & pred).sum() / (truth | pred).sum()
+        # measured: person 0.96; elephant 0.69 (the network splits the elephant in two)
+        assert iou > {1: 0.85, 22: 0.5}[ann["category_id"]], (ann["category_id"], iou)
+    x, y, bw, bh = gt.loadAnns(gt.getAnnIds(imgIds=519208, catIds=[1]))[0]["bbox"]
+    np.testing.assert_allclose(seg.boxes[0], [x, y, x + bw, y + bh], atol=20)
 
 
 def test_real_yolov5s_batches_and_odd_sizes_agree_with_one_by_one(yolov5s, photo):
     import cv2
-    small = cv2.resize(photo, (333, 517))  # a tall, odd-sized copy
+    small = cv2.resize(photo, (517, 333))  # an odd-sized copy (same aspect, roughly)
     one = [yolov5s.segment_one(im, min_score=0.25) for im in (photo, small)]
     both = yolov5s.segment([photo, small], min_score=0.25)
     for a, b in zip(one, both):
         assert a.class_names == b.class_names
         np.testing.assert_allclose(a.boxes, b.boxes, atol=0.05)
         assert np.mean(a.masks ^ b.masks) < 1e-3
-    # the stretched copy still holds the elephant, now at 333x517
-    assert both[1].class_names[0] == "elephant" and both[1].masks.shape[1:] == (517, 333)
+    # the smaller copy still holds the rider and the elephant, at 333x517
+    assert {"person", "elephant"} <= set(both[1].class_names) and both[1].masks.shape[1:] == (333, 517)
 
 
 def test_loader_detects_a_pt_checkpoint_as_yolo_seg(tmp_path):

@@ -102,7 +102,7 @@ def _yolo_seg(path: Path, name: str, spec, progress: bool) -> Segmenter:
 
     imgsz = int(spec.input_size[0]) if spec is not None and spec.input_size else DEFAULT_IMGSZ
     if spec is not None and spec.family == "yolo_seg":
-        raw = yolo_convert.raw_model_for(spec, imgsz=imgsz)
+        raw = yolo_convert.raw_model_for(spec, imgsz=imgsz, progress=progress)
     else:  # a .pt on disk: the conversion is cached beside it, or in the model dir if read-only
         import os
 
