@@ -60,3 +60,19 @@ def test_list_classes_is_the_chosen_models_without_download_or_tensorflow(repo, 
 def test_list_classes_of_an_unknown_model_exits_2(repo):
     r = run(repo, "segment_image.py", "--list-classes", "--model", "no_such_model")
     assert r.returncode == 2 and "no_such_model" in r.stderr
+
+
+def test_readme_example_keeps_only_the_asked_classes_of_the_80_class_model(repo, tmp_path):
+    """The README's second example, with yolov5s_seg_coco fetched through the zoo (model dir)."""
+    import json
+
+    r = run(repo, "segment_image.py", "-i", IMAGE, "--model", "yolov5s_seg_coco", "--classes", "person,elephant",
+            "-o", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {d["category_id"] for d in results} == {1, 22}  # person and elephant, nothing else
+    assert (tmp_path / "000000519208.png").stat().st_size > 0
+    only_person = run(repo, "segment_image.py", "-i", IMAGE, "--model", "yolov5s_seg_coco", "--classes", "person",
+                      "-o", str(tmp_path / "p"), "--json")
+    assert only_person.returncode == 0, only_person.stderr
+    assert {d["category_id"] for d in json.loads((tmp_path / "p" / "results.json").read_text())} == {1}
