@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """YOLO-seg (family yolo_seg) on this machine's CPUs, all figures measured side by side in one run.
 
-    python bench/bench_yolo.py [--model yolov5s_seg_coco] [--imgsz 640 320] [--repeat 20]
-                               [--live yolov5s_seg_coco yolov5s_seg_coco_320] [--frames 120] [--convert]
+    python bench/bench_yolo.py [--models yolov5s_seg_coco yolov5s_seg_coco_320] [--repeat 20]
+                               [--frames 120] [--convert] [--no-live]
 
-  1. forward: ms per image of the converted network (LiteRT) at each --imgsz, batch 1;
+  1. forward: ms per image of the converted network (LiteRT) of each zoo entry (its input size), batch 1;
   2. the toolkit's own cost on a real COCO photo (768x576-ish) cut to 100 detections: letterbox,
      candidate scoring + class-aware NMS (conf 0.001, as in evaluation), mask decoding and pasting
      at the original size; printed as a fraction of (1) at the same size;
@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "lib"))
 SHARED = Path(os.environ.get("SEGKIT_SHARED", REPO.parent / "shared")) / "data"
-PHOTO = REPO / "images" / "000000519208.jpg"
+PHOTO = REPO / "images" / "000000183709.jpg"  # a busy street: 100 detections at conf 0.001
 
 
 def median_ms(fn, repeat: int, warmup: int = 2) -> float:
@@ -47,18 +47,18 @@ def median_ms(fn, repeat: int, warmup: int = 2) -> float:
     return statistics.median(times) * 1000
 
 
-def forward_and_own_cost(model: str, sizes: list[int], repeat: int) -> list[dict]:
+def forward_and_own_cost(models: list[str], repeat: int) -> list[dict]:
     from segkit import zoo
     from segkit.models import yolo_convert
     from segkit.models import yolo_seg as ys
     from segkit.sources import read_image
 
-    spec = zoo.load_registry().get(model)
     image = read_image(PHOTO)
     h, w = image.shape[:2]
     rows = []
-    for s in sizes:
-        raw = yolo_convert.raw_model_for(spec, imgsz=s)
+    for model in models:
+        raw = yolo_convert.raw_model_for(zoo.load_registry().get(model))
+        s = raw.imgsz
         ids = ys.coco_ids_for(raw.names, raw.nc)
         x, lb = ys.letterbox(image, s)
         batch = x[None].astype(np.float32) / 255
@@ -77,7 +77,7 @@ def forward_and_own_cost(model: str, sizes: list[int], repeat: int) -> list[dict
         t_mask = median_ms(lambda: ys.paste_proto_masks(protos, coeffs, img_boxes, lb, h, w), repeat)
         t_all = median_ms(lambda: ys.decode(pred, protos, lb, h, w, nc=raw.nc, class_ids=ids), repeat)
         own = t_prep + t_all
-        rows.append({"imgsz": s, "forward_ms": fwd, "dets": len(scores), "letterbox_ms": t_prep,
+        rows.append({"model": model, "imgsz": s, "forward_ms": fwd, "dets": len(scores), "letterbox_ms": t_prep,
                      "nms_ms": t_nms, "masks_ms": t_mask, "own_ms": own, "own_fraction": own / fwd})
         close = getattr(raw, "close", None)
         if close:
@@ -147,30 +147,24 @@ def live(model: str, frames: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="yolov5s_seg_coco")
-    p.add_argument("--imgsz", type=int, nargs="+", default=[640, 320])
+    p.add_argument("--models", nargs="+", default=["yolov5s_seg_coco", "yolov5s_seg_coco_320"])
     p.add_argument("--repeat", type=int, default=20)
-    p.add_argument("--live", nargs="*", default=None,
-                   help="zoo names for the live run (default: --model and --model_320 if in the zoo)")
-    p.add_argument("--frames", type=int, default=120)
+    p.add_argument("--frames", type=int, default=120, help="frames of the live run")
+    p.add_argument("--no-live", action="store_true", help="skip the live runs")
     p.add_argument("--convert", action="store_true", help="also time a conversion from the .pt")
     args = p.parse_args()
 
-    from segkit import zoo
-
-    print(f"bench_yolo: {args.model}, {os.cpu_count()} CPUs, photo {PHOTO.name}")
-    rows = forward_and_own_cost(args.model, args.imgsz, args.repeat)
-    print(f"{'imgsz':>5} {'forward ms':>10} {'dets':>4} {'letterbox':>9} {'NMS':>6} {'masks':>6} "
-          f"{'own ms':>7} {'own/fwd':>7}")
+    print(f"bench_yolo: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, photo {PHOTO.name}")
+    rows = forward_and_own_cost(args.models, args.repeat)
+    print(f"{'model':<22} {'imgsz':>5} {'forward ms':>10} {'dets':>4} {'letterbox':>9} {'NMS':>6} "
+          f"{'masks':>6} {'own ms':>7} {'own/fwd':>7}")
     for r in rows:
-        print(f"{r['imgsz']:5d} {r['forward_ms']:10.1f} {r['dets']:4d} {r['letterbox_ms']:9.2f} "
+        print(f"{r['model']:<22} {r['imgsz']:5d} {r['forward_ms']:10.1f} {r['dets']:4d} {r['letterbox_ms']:9.2f} "
               f"{r['nms_ms']:6.2f} {r['masks_ms']:6.2f} {r['own_ms']:7.2f} {r['own_fraction']:7.1%}")
-    print(f"cold start (cached conversion): {cold_start(args.model)}")
+    print(f"cold start (cached conversion), {args.models[0]}: {cold_start(args.models[0])}")
     if args.convert:
-        print(f"conversion at {args.imgsz[0]}: {conversion(args.model, args.imgsz[0])}")
-    names = args.live if args.live is not None else [
-        n for n in (args.model, f"{args.model}_320") if n in zoo.load_registry()]
-    for name in names:
+        print(f"conversion of {args.models[0]}: {conversion(args.models[0], rows[0]['imgsz'])}")
+    for name in [] if args.no_live else args.models:
         res = live(name, args.frames)
         print(f"live {name}: {res['fps']:.1f} fps  [{res['line'].strip()}]")
 
