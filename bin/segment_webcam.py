@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("--background transparent: videos have no alpha channel; use a colour, blur or an image")
     result_filter = cli.build_filter(args)
     render = make_renderer(background, args.alpha if args.alpha is not None else 0.5)
-    say = (lambda *a: None) if args.quiet else print
+    say = (lambda *a, **k: None) if args.quiet else print
 
     from segkit.video import AtomicVideoWriter, VideoSource, check_video_path, open_capture
 
