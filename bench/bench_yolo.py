@@ -36,15 +36,20 @@ SHARED = Path(os.environ.get("SEGKIT_SHARED", REPO.parent / "shared")) / "data"
 PHOTO = REPO / "images" / "000000183709.jpg"  # a busy street: 100 detections at conf 0.001
 
 
-def median_ms(fn, repeat: int, warmup: int = 2) -> float:
+def median_ms(fn, repeat: int, warmup: int = 2, cpu: bool = False):
+    """Median wall ms of fn(); with cpu=True also the median CPU ms of this process (all its
+    threads): on a machine shared with other jobs the wall time grows with their load, the CPU
+    time much less, so it tells what the work costs on idle cores."""
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpus = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+        cpus.append(time.process_time() - c0)
+    wall = statistics.median(times) * 1000
+    return (wall, statistics.median(cpus) * 1000) if cpu else wall
 
 
 def forward_and_own_cost(models: list[str], repeat: int) -> list[dict]:
@@ -62,7 +67,7 @@ def forward_and_own_cost(models: list[str], repeat: int) -> list[dict]:
         ids = ys.coco_ids_for(raw.names, raw.nc)
         x, lb = ys.letterbox(image, s)
         batch = x[None].astype(np.float32) / 255
-        fwd = median_ms(lambda: raw.run(batch), repeat)
+        fwd, fwd_cpu = median_ms(lambda: raw.run(batch), repeat, cpu=True)
         pred, protos = raw.run(batch)
         pred, protos = pred[0], protos[0]
         boxes, scores, cls, coeffs = ys.select(pred, raw.nc, ys.SCORE_FLOOR, max_det=100)
@@ -75,10 +80,14 @@ def forward_and_own_cost(models: list[str], repeat: int) -> list[dict]:
         t_prep = median_ms(prep, repeat)
         t_nms = median_ms(lambda: ys.select(pred, raw.nc, ys.SCORE_FLOOR, max_det=100), repeat)
         t_mask = median_ms(lambda: ys.paste_proto_masks(protos, coeffs, img_boxes, lb, h, w), repeat)
-        t_all = median_ms(lambda: ys.decode(pred, protos, lb, h, w, nc=raw.nc, class_ids=ids), repeat)
+        t_all, c_all = median_ms(lambda: ys.decode(pred, protos, lb, h, w, nc=raw.nc, class_ids=ids), repeat,
+                                 cpu=True)
+        _, c_prep = median_ms(prep, repeat, cpu=True)
         own = t_prep + t_all
         rows.append({"model": model, "imgsz": s, "forward_ms": fwd, "dets": len(scores), "letterbox_ms": t_prep,
-                     "nms_ms": t_nms, "masks_ms": t_mask, "own_ms": own, "own_fraction": own / fwd})
+                     "nms_ms": t_nms, "masks_ms": t_mask, "own_ms": own, "own_fraction": own / fwd,
+                     "forward_cpu_ms": fwd_cpu, "own_cpu_ms": c_prep + c_all,
+                     "own_cpu_fraction": (c_prep + c_all) / fwd_cpu})
         close = getattr(raw, "close", None)
         if close:
             close()
@@ -157,10 +166,11 @@ def main() -> None:
     print(f"bench_yolo: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, photo {PHOTO.name}")
     rows = forward_and_own_cost(args.models, args.repeat)
     print(f"{'model':<22} {'imgsz':>5} {'forward ms':>10} {'dets':>4} {'letterbox':>9} {'NMS':>6} "
-          f"{'masks':>6} {'own ms':>7} {'own/fwd':>7}")
+          f"{'masks':>6} {'own ms':>7} {'own/fwd':>7} | {'CPU ms: fwd':>11} {'own':>6} {'own/fwd':>7}")
     for r in rows:
         print(f"{r['model']:<22} {r['imgsz']:5d} {r['forward_ms']:10.1f} {r['dets']:4d} {r['letterbox_ms']:9.2f} "
-              f"{r['nms_ms']:6.2f} {r['masks_ms']:6.2f} {r['own_ms']:7.2f} {r['own_fraction']:7.1%}")
+              f"{r['nms_ms']:6.2f} {r['masks_ms']:6.2f} {r['own_ms']:7.2f} {r['own_fraction']:7.1%} | "
+              f"{r['forward_cpu_ms']:11.1f} {r['own_cpu_ms']:6.2f} {r['own_cpu_fraction']:7.1%}")
     print(f"cold start (cached conversion), {args.models[0]}: {cold_start(args.models[0])}")
     if args.convert:
         print(f"conversion of {args.models[0]}: {conversion(args.models[0], rows[0]['imgsz'])}")
