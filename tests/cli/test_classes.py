@@ -76,3 +76,18 @@ def test_readme_example_keeps_only_the_asked_classes_of_the_80_class_model(repo,
                       "-o", str(tmp_path / "p"), "--json")
     assert only_person.returncode == 0, only_person.stderr
     assert {d["category_id"] for d in json.loads((tmp_path / "p" / "results.json").read_text())} == {1}
+
+
+def test_evaluate_takes_the_yolo_model_unchanged(repo, coco_val, tmp_path):
+    import json
+
+    ann, images = coco_val
+    r = run(repo, "evaluate.py", "--annotations", str(ann), "--images", str(images), "--model", "yolov5s_seg_coco",
+            "--limit", "3", "--quiet", "-o", str(tmp_path / "ap.json"))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "ap.json").read_text())
+    assert 0.2 < m["segm"]["AP"] <= 1 and 0.2 < m["bbox"]["AP"] <= 1
+    # --semantic without --classes scores every COCO class the instance model has
+    r = run(repo, "evaluate.py", "--annotations", str(ann), "--images", str(images), "--model", "yolov5s_seg_coco",
+            "--limit", "2", "--quiet", "--semantic", "--threshold", "0.25")
+    assert r.returncode == 0 and "person" in r.stdout, r.stderr

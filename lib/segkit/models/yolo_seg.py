@@ -197,7 +197,7 @@ class YoloSegSegmenter(Segmenter):
         self.nc = int(raw.nc)
         self.max_batch = max(1, int(getattr(raw, "max_batch", 1) or 1))
         self.iou, self.max_det, self.score_floor, self.multi_label = iou, max_det, score_floor, multi_label
-        self.class_ids = coco_ids_for(getattr(raw, "names", None), self.nc)
+        self.coco_ids = coco_ids_for(getattr(raw, "names", None), self.nc)  # per contiguous index
         self.label_names = COCO_CATEGORIES
 
     def segment(self, images: Sequence[np.ndarray], min_score: float = 0.0) -> list[Segmentation]:
@@ -211,7 +211,7 @@ class YoloSegSegmenter(Segmenter):
             pred, protos = self.raw.run(batch.astype(np.float32) * np.float32(1 / 255.0))
             for k, (im, lb) in enumerate(zip(chunk, boxes)):
                 results.append(decode(pred[k], protos[k], lb, im.shape[0], im.shape[1], nc=self.nc,
-                                      class_ids=self.class_ids, conf=conf, iou=self.iou,
+                                      class_ids=self.coco_ids, conf=conf, iou=self.iou,
                                       max_det=self.max_det, multi_label=self.multi_label,
                                       label_names=self.label_names))
         return results
