@@ -4,7 +4,8 @@
     python bench/bench_yolo.py [--models yolov5s_seg_coco yolov5s_seg_coco_320] [--repeat 20]
                                [--frames 120] [--convert] [--no-live]
 
-  1. forward: ms per image of the converted network (LiteRT) of each zoo entry (its input size), batch 1;
+  1. forward: ms per image of the converted network (LiteRT, as load_segmenter sets it up: one
+     thread per core up to 4) of each zoo entry at its input size, batch 1;
   2. the toolkit's own cost on a real COCO photo (768x576-ish) cut to 100 detections: letterbox,
      candidate scoring + class-aware NMS (conf 0.001, as in evaluation), mask decoding and pasting
      at the original size; printed as a fraction of (1) at the same size;
@@ -53,8 +54,7 @@ def median_ms(fn, repeat: int, warmup: int = 2, cpu: bool = False):
 
 
 def forward_and_own_cost(models: list[str], repeat: int) -> list[dict]:
-    from segkit import zoo
-    from segkit.models import yolo_convert
+    from segkit.models import load_segmenter
     from segkit.models import yolo_seg as ys
     from segkit.sources import read_image
 
@@ -62,7 +62,7 @@ def forward_and_own_cost(models: list[str], repeat: int) -> list[dict]:
     h, w = image.shape[:2]
     rows = []
     for model in models:
-        raw = yolo_convert.raw_model_for(zoo.load_registry().get(model))
+        raw = load_segmenter(model).raw  # as the scripts load it (threads included)
         s = raw.imgsz
         ids = ys.coco_ids_for(raw.names, raw.nc)
         x, lb = ys.letterbox(image, s)

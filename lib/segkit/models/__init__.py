@@ -97,19 +97,22 @@ def build_segmenter(family: str, path: Path, name: str = "", spec=None, progress
 
 
 def _yolo_seg(path: Path, name: str, spec, progress: bool) -> Segmenter:
+    import os
+
     from segkit.models import yolo_convert
     from segkit.models.yolo_seg import DEFAULT_IMGSZ, YoloSegSegmenter
 
     imgsz = int(spec.input_size[0]) if spec is not None and spec.input_size else DEFAULT_IMGSZ
+    # LiteRT runs on one thread unless told: the convolutions of a 640 YOLO (~0.3 s of CPU) split
+    # well across cores, the person models (~2 ms) do not need it
+    threads = min(os.cpu_count() or 1, 4)
     if spec is not None and spec.family == "yolo_seg":
-        raw = yolo_convert.raw_model_for(spec, imgsz=imgsz, progress=progress)
+        raw = yolo_convert.raw_model_for(spec, imgsz=imgsz, progress=progress, num_threads=threads)
     else:  # a .pt on disk: the conversion is cached beside it, or in the model dir if read-only
-        import os
-
         from segkit import zoo
 
         cache = path.parent if os.access(path.parent, os.W_OK) else zoo.model_dir() / "converted"
-        raw = yolo_convert.load_raw_model(path, cache, imgsz=imgsz, progress=progress)
+        raw = yolo_convert.load_raw_model(path, cache, imgsz=imgsz, progress=progress, num_threads=threads)
     return YoloSegSegmenter(raw, name or path.stem)
 
 
