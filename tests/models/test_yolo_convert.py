@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO, shared_path
-from fixtures.torch_pickles import Call, Obj, Tensor, write_pt
+from fixtures.torch_pickles import Call, Obj, tiny_yolo_checkpoint, tiny_yolo_forward, write_pt
 from segkit import zoo
 from segkit.models.yolo_checkpoint import CheckpointError, load_checkpoint
-from segkit.models.yolo_convert import cache_paths, checkpoint_sha256, load_raw_model, raw_model_for
+from segkit.models.yolo_convert import (cache_paths, checkpoint_sha256, convert_checkpoint, load_raw_model,
+                                        raw_model_for)
 
 REF_DIR = REPO / "tests" / "fixtures" / "yolo_reference"
 sys.path.insert(0, str(REF_DIR))
@@ -129,6 +130,66 @@ def test_cache_is_reused_without_tensorflow_and_keyed_by_size(v5, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "80"] and "converting" not in r.stderr
+
+
+# --------------------------------------------------------------------------- a tiny checkpoint (no download)
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A miniature YOLOv5-seg checkpoint converted in every format, plus a SavedModel."""
+    folder = tmp_path_factory.mktemp("tiny_yolo")
+    ck = tiny_yolo_checkpoint(seed=0)
+    pt = write_pt(folder / "tiny.pt", ck)
+    written = convert_checkpoint(pt, folder, 64, formats=("fp32", "fp16", "int8"), savedmodel=True)
+    x = np.random.default_rng(1).random((1, 64, 64, 3), dtype=np.float32)
+    return ck, pt, written, x
+
+
+def test_tiny_conversion_matches_an_independent_numpy_forward(tiny):
+    ck, pt, written, x = tiny
+    raw = load_raw_model(pt, pt.parent, 64, progress=False)  # cached by the fixture
+    assert raw.path == written["fp32"] and raw.names == ["cat", "dog"] and (raw.nc, raw.nm) == (2, 4)
+    pred, protos = raw.run(np.concatenate([x, x[:, ::-1]]))     # two images, one at a time
+    assert pred.shape == (2, 3 * (8 * 8 + 4 * 4 + 2 * 2), 11) and protos.shape == (2, 16, 16, 4)
+    for k, image in enumerate([x[0], x[0, ::-1]]):
+        want_pred, want_protos = tiny_yolo_forward(ck, image)
+        np.testing.assert_allclose(pred[k, :, :4], want_pred[:, :4], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(pred[k, :, 4:], want_pred[:, 4:], atol=1e-4)
+        np.testing.assert_allclose(protos[k], want_protos, atol=1e-4)
+    assert 0 <= pred[..., 4:7].min() and pred[..., 4:7].max() <= 1    # sigmoid on obj + classes
+    assert pred[..., 7:].min() < 0 or pred[..., 7:].max() > 1         # raw coefficients stay raw
+
+
+def test_tiny_fp16_int8_and_savedmodel(tiny):
+    ck, pt, written, x = tiny
+    ref_pred, ref_protos = load_raw_model(pt, pt.parent, 64, progress=False).run(x)
+    for fmt, tol in (("fp16", 0.05), ("int8", 0.5)):
+        pred, protos = load_raw_model(pt, pt.parent, 64, progress=False, fmt=fmt).run(x)
+        assert pred.shape == ref_pred.shape
+        assert np.abs(pred[..., 4:] - ref_pred[..., 4:]).max() < tol
+    import tensorflow as tf  # already loaded by the conversion in this process
+
+    serve = tf.saved_model.load(str(written["savedmodel"])).signatures["serving_default"]
+    out = serve(images=tf.constant(x))
+    np.testing.assert_allclose(out["pred"].numpy(), ref_pred, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["protos"].numpy(), ref_protos, atol=1e-4)
+
+
+def test_a_changed_checkpoint_is_converted_again(tmp_path):
+    pt = write_pt(tmp_path / "m.pt", tiny_yolo_checkpoint(seed=0))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        first = load_raw_model(pt, tmp_path / "cache", 32)
+        again = load_raw_model(pt, tmp_path / "cache", 32)
+    assert err.getvalue().count("segkit: converting m.pt for 32x32 (first use") == 1
+    assert again.path == first.path
+    changed = tiny_yolo_checkpoint(seed=1)
+    write_pt(pt, changed)                                              # same name, new weights
+    with contextlib.redirect_stderr(err):
+        second = load_raw_model(pt, tmp_path / "cache", 32)
+    assert err.getvalue().count("segkit: converting m.pt") == 2 and second.path != first.path
+    x = np.random.default_rng(2).random((1, 32, 32, 3), dtype=np.float32)
+    np.testing.assert_allclose(second.run(x)[1][0], tiny_yolo_forward(changed, x[0])[1], atol=1e-4)
 
 
 def _script(*args, cwd=None):
