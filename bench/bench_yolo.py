@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -147,11 +148,18 @@ def live(model: str, frames: int) -> dict:
     cmd = [sys.executable, str(REPO / "bin" / "segment_webcam.py"), "--model", model, "--source", str(video),
            "--no-show", "--max-frames", str(frames), "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(REPO / "lib"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "frames segmented" in ln]
     if r.returncode or not lines:
         return {"line": f"failed ({r.returncode}): {r.stderr.strip().splitlines()[-1:]}", "fps": float("nan")}
-    return {"line": lines[-1], "fps": float(re.search(r"\(([\d.]+) fps\)", lines[-1]).group(1))}
+    frames = int(re.search(r"(\d+) frames segmented", lines[-1]).group(1))
+    # CPU seconds the whole run used (start-up included), per frame: on 2 idle cores the run
+    # could go at most 2/cpu fps (perfect overlap) and at least 1/cpu fps (none)
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / max(frames, 1)
+    return {"line": lines[-1], "fps": float(re.search(r"\(([\d.]+) fps\)", lines[-1]).group(1)),
+            "cpu_ms": cpu * 1000}
 
 
 def main() -> None:
@@ -176,7 +184,9 @@ def main() -> None:
         print(f"conversion of {args.models[0]}: {conversion(args.models[0], rows[0]['imgsz'])}")
     for name in [] if args.no_live else args.models:
         res = live(name, args.frames)
-        print(f"live {name}: {res['fps']:.1f} fps  [{res['line'].strip()}]")
+        idle = (f"; {res['cpu_ms']:.0f} CPU ms per frame (whole process): on 2 idle cores "
+                f"{1000 / res['cpu_ms']:.1f}..{2000 / res['cpu_ms']:.1f} fps") if "cpu_ms" in res else ""
+        print(f"live {name}: {res['fps']:.1f} fps measured{idle}  [{res['line'].strip()}]")
 
 
 if __name__ == "__main__":
