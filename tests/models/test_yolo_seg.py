@@ -267,3 +267,25 @@ def test_loader_detects_a_pt_checkpoint_as_yolo_seg(tmp_path):
     pt = tmp_path / "yolov5s-seg.pt"
     pt.write_bytes(b"PK")  # detection is by name only; the converter reads the file
     assert detect_family(pt) == ("yolo_seg", pt)
+
+
+@pytest.mark.parametrize("name,imgsz,fmt", [("yolov5s_seg_coco", 640, "fp32"), ("yolov5s_seg_coco_320", 320, "fp32"),
+                                             ("yolov5s_seg_coco_int8", 640, "int8")])
+def test_zoo_entries_choose_input_size_and_format(monkeypatch, name, imgsz, fmt):
+    """The loader hands the entry's input_size and format to the converter (whose own tests
+    check what those produce), with one LiteRT thread per core."""
+    from segkit import zoo
+    from segkit.models import build_segmenter, yolo_convert
+
+    seen = {}
+
+    def raw_model_for(spec, imgsz=None, progress=True, fmt="fp32", num_threads=None, download=True):
+        seen.update(imgsz=imgsz, fmt=fmt, threads=num_threads)
+        raw, _ = scene(333, 517, imgsz)
+        return raw
+
+    monkeypatch.setattr(yolo_convert, "raw_model_for", raw_model_for)
+    spec = zoo.load_registry().get(name)
+    seg = build_segmenter(spec.family, zoo.install_dir(spec) / spec.file, name=name, spec=spec)
+    assert seen["imgsz"] == imgsz and seen["fmt"] == fmt and seen["threads"] >= 1
+    assert seg.imgsz == imgsz and seg.family == "yolo_seg"

@@ -106,8 +106,9 @@ def _yolo_seg(path: Path, name: str, spec, progress: bool) -> Segmenter:
     # LiteRT runs on one thread unless told: the convolutions of a 640 YOLO (~0.3 s of CPU) split
     # well across cores, the person models (~2 ms) do not need it
     threads = min(os.cpu_count() or 1, 4)
+    fmt = str(spec.extra.get("format", "fp32")) if spec is not None else "fp32"  # fp32 | fp16 | int8
     if spec is not None and spec.family == "yolo_seg":
-        raw = yolo_convert.raw_model_for(spec, imgsz=imgsz, progress=progress, num_threads=threads)
+        raw = yolo_convert.raw_model_for(spec, imgsz=imgsz, progress=progress, num_threads=threads, fmt=fmt)
     else:  # a .pt on disk: the conversion is cached beside it, or in the model dir if read-only
         from segkit import zoo
 
