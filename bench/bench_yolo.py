@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """YOLO-seg (family yolo_seg) on this machine's CPUs, all figures measured side by side in one run.
 
-    python bench/bench_yolo.py [--models yolov5s_seg_coco yolov5s_seg_coco_320] [--repeat 20]
+    python bench/bench_yolo.py [--models yolov5s_seg_coco yolov5s_seg_coco_int8 yolov5s_seg_coco_320] [--repeat 20]
                                [--frames 120] [--convert] [--no-live]
 
   1. forward: ms per image of the converted network (LiteRT, as load_segmenter sets it up: one
@@ -164,7 +164,7 @@ def live(model: str, frames: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["yolov5s_seg_coco", "yolov5s_seg_coco_320"])
+    p.add_argument("--models", nargs="+", default=["yolov5s_seg_coco", "yolov5s_seg_coco_int8", "yolov5s_seg_coco_320"])
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--frames", type=int, default=120, help="frames of the live run")
     p.add_argument("--no-live", action="store_true", help="skip the live runs")
