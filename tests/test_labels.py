@@ -30,9 +30,10 @@ def test_class_name_of_unknown_id_does_not_fail():
     assert class_name(18) == "dog" and class_name(999) == "class 999"
 
 
-def test_list_classes_prints_every_id_and_name(repo):
+def test_list_classes_prints_every_id_and_name_of_a_coco_model(repo):
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, str(repo / "bin" / "segment_image.py"), "--list-classes"],
+    out = subprocess.run([sys.executable, str(repo / "bin" / "segment_image.py"), "--list-classes",
+                          "--model", "mask_rcnn_inception_v2_coco_2018_01_28"],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(out) == 80 and out[0].split() == ["1", "person"] and out[-1].split() == ["90", "toothbrush"]

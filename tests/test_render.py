@@ -79,3 +79,16 @@ def test_fast_blur_looks_like_the_full_gaussian():
     fast = fast_blur(image, 15).astype(int)
     assert fast.shape == full.shape and np.abs(fast - full).mean() < 1.5
     assert np.abs(image.astype(int) - full).mean() > 10  # the comparison is not trivially close
+
+
+def test_instance_overlay_labels_each_instance_with_its_name_and_score():
+    from dataclasses import replace
+    img = np.full((60, 80, 3), 128, np.uint8)
+    seg = _seg()
+    plain = overlay(img, seg, labels=False)
+    labelled = overlay(img, seg)
+    band = (slice(24, 36), slice(40, 80))  # just above the second box, where its label sits
+    assert (labelled[band] != plain[band]).any()
+    rescored = overlay(img, replace(seg, scores=np.array([0.9, 0.3], np.float32)))
+    renamed = overlay(img, replace(seg, class_ids=np.array([1, 22])))
+    assert (rescored[band] != labelled[band]).any() and (renamed[band] != labelled[band]).any()

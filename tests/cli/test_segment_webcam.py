@@ -96,6 +96,13 @@ def test_max_frames_is_respected(clip, tmp_path):
     assert count_frames(out) == 7
 
 
+def test_quiet_prints_only_the_summary_on_stderr(clip, tmp_path):
+    r = run("--source", clip, "--max-frames", 3, "--no-show", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+    assert _summary(r.stderr)["segmented"] == 3
+
+
 def test_duration_bounds_a_realtime_run(long_clip, tmp_path):
     t0 = time.monotonic()
     r = run("--source", long_clip, "--realtime", "--duration", 1, "--output", tmp_path / "d.mp4")

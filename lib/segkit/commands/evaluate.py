@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         classes = parse_classes(args.classes)
     except ValueError as e:
         raise UsageError(f"--classes: {e}") from None
+    if not args.results:
+        cli.check_classes(args, classes)
 
     t0 = time.perf_counter()
     failed: list[str] = []

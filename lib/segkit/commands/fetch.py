@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", metavar="NAME", help="zoo model names to fetch")
     p.add_argument("--list", action="store_true",
-                   help="list models: name, family, task, installed?, description")
+                   help="list models: name, family, task, installed?, license, description")
     p.add_argument("--all", action="store_true", help="fetch every model in the zoo")
     p.add_argument("--dir", metavar="DIR",
                    help="install folder (default: $SEGKIT_MODEL_DIR or model_zoo/downloads)")
@@ -46,11 +46,11 @@ def _status(spec: zoo.ModelSpec) -> str:
 
 def list_models(registry: zoo.Registry) -> None:
     rows = [(s.name + (" *" if s.name == registry.default else ""), s.family, s.task, _status(s),
-             s.description) for s in registry]
-    header = ("NAME", "FAMILY", "TASK", "INSTALLED", "DESCRIPTION")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
+             s.license or "?", s.description) for s in registry]
+    header = ("NAME", "FAMILY", "TASK", "INSTALLED", "LICENSE", "DESCRIPTION")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(5)]
     for row in [header] + rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[5])
     print(f"(* default model; downloads go to {zoo.model_dir()})")
 
 

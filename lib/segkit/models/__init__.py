@@ -10,7 +10,7 @@ from segkit.errors import SegkitError
 from segkit.labels import model_classes
 from segkit.models.base import Segmenter
 
-FAMILIES = ("od_api_tf2", "od_api_tf1", "garden", "unet", "tflite")
+FAMILIES = ("od_api_tf2", "od_api_tf1", "garden", "unet", "tflite", "yolo_seg")
 
 
 def detect_family(path: Path) -> tuple[str, Path]:
@@ -29,11 +29,13 @@ def detect_family(path: Path) -> tuple[str, Path]:
             return "tflite", p
         if suffix in (".keras", ".h5"):
             return "unet", p
+        if suffix == ".pt":  # a YOLOv5/v7-seg checkpoint, converted (no PyTorch) on first use
+            return "yolo_seg", p
         if suffix == ".pb" and p.name != "saved_model.pb":
             return "od_api_tf1", p
         if p.name == "saved_model.pb":
             return detect_family(p.parent)
-        raise SegkitError(f"{p}: not a known checkpoint (.tflite, .keras, frozen .pb or SavedModel folder)")
+        raise SegkitError(f"{p}: not a known checkpoint (.tflite, .keras, .pt, frozen .pb or SavedModel folder)")
     for candidate in ("frozen_inference_graph.pb",):
         if (p / candidate).is_file():
             return "od_api_tf1", p / candidate
@@ -70,7 +72,7 @@ def _savedmodel_family(path: Path) -> str:
                       "(TF2 OD API) or 'inputs' (Model Garden)")
 
 
-def build_segmenter(family: str, path: Path, name: str = "", spec=None) -> Segmenter:
+def build_segmenter(family: str, path: Path, name: str = "", spec=None, progress: bool = True) -> Segmenter:
     if family == "tflite":
         from segkit.models.tflite import TFLiteSegmenter
         # Channel order matters: the registry's order, COCO ids or the model's own names.
@@ -90,7 +92,30 @@ def build_segmenter(family: str, path: Path, name: str = "", spec=None) -> Segme
     if family == "garden":
         from segkit.models.garden import GardenSegmenter
         return GardenSegmenter(path, name)
+    if family == "yolo_seg":
+        return _yolo_seg(Path(path), name, spec, progress)
     raise SegkitError(f"unknown model family {family!r} (one of {', '.join(FAMILIES)})")
+
+
+def _yolo_seg(path: Path, name: str, spec, progress: bool) -> Segmenter:
+    import os
+
+    from segkit.models import yolo_convert
+    from segkit.models.yolo_seg import DEFAULT_IMGSZ, YoloSegSegmenter
+
+    imgsz = int(spec.input_size[0]) if spec is not None and spec.input_size else DEFAULT_IMGSZ
+    # LiteRT runs on one thread unless told: the convolutions of a 640 YOLO (~0.3 s of CPU) split
+    # well across cores, the person models (~2 ms) do not need it
+    threads = min(os.cpu_count() or 1, 4)
+    fmt = str(spec.extra.get("format", "fp32")) if spec is not None else "fp32"  # fp32 | fp16 | int8
+    if spec is not None and spec.family == "yolo_seg":
+        raw = yolo_convert.raw_model_for(spec, imgsz=imgsz, progress=progress, num_threads=threads, fmt=fmt)
+    else:  # a .pt on disk: the conversion is cached beside it, or in the model dir if read-only
+        from segkit import zoo
+
+        cache = path.parent if os.access(path.parent, os.W_OK) else zoo.model_dir() / "converted"
+        raw = yolo_convert.load_raw_model(path, cache, imgsz=imgsz, progress=progress, num_threads=threads)
+    return YoloSegSegmenter(raw, name or path.stem)
 
 
 def load_segmenter(model: str | None = None, model_path: str | None = None,
@@ -102,9 +127,10 @@ def load_segmenter(model: str | None = None, model_path: str | None = None,
         family, path = detect_family(Path(model_path))
         # A model folder this project exported carries its own zoo entry (classes, normalisation).
         spec = zoo.entry_beside(path)
-        return build_segmenter(family, path, name=spec.name if spec else Path(model_path).name, spec=spec)
+        return build_segmenter(family, path, name=spec.name if spec else Path(model_path).name, spec=spec,
+                               progress=progress)
 
     registry = zoo.load_registry()
     spec = registry.get(model or registry.default)
     path = zoo.resolve(spec, download=download, progress=progress)
-    return build_segmenter(spec.family, path, name=spec.name, spec=spec)
+    return build_segmenter(spec.family, path, name=spec.name, spec=spec, progress=progress)
