@@ -207,6 +207,16 @@ def test_a_changed_checkpoint_is_converted_again(tmp_path):
     np.testing.assert_allclose(second.run(x)[1][0], tiny_yolo_forward(changed, x[0])[1], atol=1e-4)
 
 
+def test_a_model_record_missing_a_weight_is_one_line(tmp_path):
+    ck = tiny_yolo_checkpoint(seed=0)
+    conv3 = ck["model"]._pk_state["_modules"]["model"]._pk_state["_modules"]["3"]
+    del conv3._pk_state["_modules"]["bn"]._pk_state["_parameters"]["weight"]
+    pt = write_pt(tmp_path / "m.pt", ck)
+    with pytest.raises(CheckpointError, match=r"m\.pt: malformed model \(TypeError: expected a tensor"):
+        convert_checkpoint(pt, tmp_path, 32)
+    assert not list(tmp_path.glob("*.tflite"))
+
+
 def _script(*args, cwd=None):
     return subprocess.run([sys.executable, str(REPO / "bin" / "convert_yolo.py"), *map(str, args)],
                           capture_output=True, text=True, timeout=300, cwd=cwd)
