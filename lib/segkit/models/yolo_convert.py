@@ -149,9 +149,10 @@ def _check_imgsz(imgsz, where) -> int:
 
 
 def estimated_seconds(pt_path: Path, imgsz: int) -> int:
-    """Rough conversion time on 2 cores (measured: yolov5s-seg ~25 s, yolov7-seg ~60 s at 640)."""
+    """Rough conversion time on 2 busy cores (measured at 640: yolov5s-seg 28-31 s, yolov7-seg
+    76-96 s; yolov7-seg at 320: 44-52 s)."""
     mb = Path(pt_path).stat().st_size / 1e6
-    return int(round(15 + 0.6 * mb * (imgsz / 640) ** 0.5))
+    return int(round(15 + 0.8 * mb * (imgsz / 640) ** 0.5))
 
 
 # --------------------------------------------------------------------------- conversion
