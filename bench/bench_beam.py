@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
+import importlib
 import io
 import os
 import shutil
@@ -43,9 +43,7 @@ def main() -> None:
     files = (sorted((SHARED / "val2017").glob("*.jpg")) + sorted((SHARED / "train2017").glob("*.jpg")))[: args.n]
     if len(files) < args.n:
         sys.exit(f"only {len(files)} images under {SHARED}")
-    spec = importlib.util.spec_from_file_location("segment_folder", REPO / "bin" / "segment_folder.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = importlib.import_module("segkit.commands.folder")
     import segkit.beam_runner  # noqa: F401  (import Beam before timing: a one-off cost per process)
 
     tmp = Path(tempfile.mkdtemp(prefix="segkit_bench_beam_"))

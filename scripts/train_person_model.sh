@@ -3,12 +3,12 @@
 # fine-tune MediaPipe's selfie segmentation network on COCO train2017 persons + shared/person,
 # validated on COCO val2017, then the uniform average of their best epochs (a model soup).
 #   scripts/train_person_model.sh                 # ~25 min on 2 CPU cores
-# Knobs (environment): PYTHON (.venv/bin/python), DATA (../shared/data),
+# Knobs (environment): PYTHON (.venv/bin/python if present, else python3), DATA (../shared/data),
 # WORK (runs/person_selfie_coco: run folders), OUT (model_zoo/person_selfie_coco).
 # Safe to kill: run it again and every run continues from its last checkpoint (--resume).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-py=${PYTHON:-.venv/bin/python}
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=${PYTHON:-python3}; fi
 data=${DATA:-../shared/data}
 work=${WORK:-runs/person_selfie_coco}
 out=${OUT:-model_zoo/person_selfie_coco}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # video -> frames -> person cut-outs -> collage GIF and MP4 (original | mask | cut-out).
 #   scripts/video_pipeline.sh VIDEO OUTDIR
-# Knobs (environment): PYTHON (default python), EVERY (4), MAX_FRAMES (30), BACKGROUND (white;
+# Knobs (environment): PYTHON (default: the project's .venv/bin/python, else python3), EVERY (4), MAX_FRAMES (30), BACKGROUND (white;
 # or transparent, a colour, blur), MODEL_ARGS (e.g. "--model-path my.tflite").
 set -euo pipefail
 
@@ -11,8 +11,10 @@ if [ $# -ne 2 ]; then
 fi
 video=$1
 out=$2
-py=${PYTHON:-python}
-bin="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/bin"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$root/bin"
+# the project's interpreter, so the script works without an activated venv
+if [ -z "${PYTHON:-}" ] && [ -x "$root/.venv/bin/python" ]; then py="$root/.venv/bin/python"; else py=${PYTHON:-python3}; fi
 
 "$py" "$bin/video_to_frames.py" -i "$video" -o "$out/frames" --overwrite --quiet \
     --every "${EVERY:-4}" --max-frames "${MAX_FRAMES:-30}"

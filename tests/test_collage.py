@@ -168,9 +168,12 @@ def test_mp4_opens_with_the_right_frame_count(tmp_path, frames_dir):
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["c.mp4"]
 
 
-def test_resize_applies_to_the_output_frame(frames_dir):
-    f = next(collage_frames(list_frames(frames_dir), ["original", "original"], resize=parse_resize("40x")))
-    assert f.shape == (15, 40, 3)  # 80x30 collage -> 40 wide
+def test_resize_applies_to_each_panel(frames_dir):
+    f = next(collage_frames(list_frames(frames_dir), ["original", "original"], resize=parse_resize("20x")))
+    assert f.shape == (15, 40, 3)  # two 40x30 panels, each 20 wide
+    # the longest side too: '--resize 480' on a 3-panel collage is not a 480-wide strip
+    f = next(collage_frames(list_frames(frames_dir), ["original"] * 3, resize=parse_resize("80")))
+    assert f.shape == (60, 240, 3)
 
 
 @pytest.mark.parametrize("spec, size", [("320x240", (320, 240)), ("320x", (320, 120)), ("x60", (160, 60)),

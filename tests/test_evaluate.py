@@ -1,7 +1,7 @@
 """segkit.evaluate and bin/evaluate.py on the shared COCO val subset and the bundled person model."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 
 import numpy as np
@@ -88,9 +88,7 @@ def test_results_file_scores_like_the_model(gt, coco_val, selfie):
 
 def test_evaluate_script_on_mask_folder(tmp_path, capsys):
     images, masks = shared_path("person", "images"), shared_path("person", "masks")
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "bin" / "evaluate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = importlib.import_module("segkit.commands.evaluate")
     from segkit import cli
 
     out = tmp_path / "metrics.json"

@@ -26,8 +26,9 @@ from typing import Iterable, Iterator
 
 from segkit.errors import UsageError
 from segkit.segmentation import Segmentation
-from segkit.sinks import ImageOutputs, atomic_write_bytes, coco_image_id, write_json
-from segkit.sources import Frame
+from segkit.sinks import (FILE_MODE, ImageOutputs, atomic_write_bytes, coco_image_id, output_error,
+                          temp_owner_alive, temp_prefix, write_json)
+from segkit.sources import Frame, real_path
 
 STATE_DIR = ".segkit"
 
@@ -55,7 +56,7 @@ def unique_names(items: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
             for i in same:
                 path, name = items[i]
                 name = f"{name}_{path.suffix.lstrip('.')}"
-                digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+                digest = hashlib.sha1(str(real_path(path)).encode()).hexdigest()[:8]
                 out[i] = (path, name if len(same) == 1 else f"{name}_{digest}")
     return out
 
@@ -64,13 +65,21 @@ def check_output_dir(out_dir: Path, specs: Iterable[str], items: list[tuple[Path
                      ) -> list[tuple[Path, str]]:
     """Refuse an output folder that is an input folder; drop inputs that live under the output
     folder (a recursive run over a tree holding its own outputs would segment them again)."""
-    out = out_dir.resolve()
+    check_output_folder(out_dir)
+    out = real_path(out_dir)
     for spec in specs:
         p = Path(spec)
-        if p.is_dir() and p.resolve() == out:
+        if p.is_dir() and real_path(p) == out:
             raise UsageError(f"{out_dir}: output folder is the input folder; choose another -o "
                              "(inputs are never written over)")
-    return [(p, n) for p, n in items if out not in p.resolve().parents]
+    return [(p, n) for p, n in items if out not in real_path(p).parents]
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """-o must be a folder or not exist yet: never write into (or over) an existing file."""
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
+        what = "a file" if out_dir.is_file() else "not a folder"
+        raise UsageError(f"{out_dir}: -o names {what}; give a folder (it is created if missing)")
 
 
 # --------------------------------------------------------------------------- state
@@ -83,8 +92,11 @@ class OutputLock:
         self._fd: int | None = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise output_error(self.path, e) from None
         try:
             import fcntl
         except ImportError:  # Windows: no flock; run unlocked
@@ -105,19 +117,21 @@ class OutputLock:
 
 
 def remove_stale_temps(out_dir: Path) -> int:
-    """Delete temp files/folders a killed run left behind (sinks.py names them ``.<final>.<rand>``
-    [``.tmp``]). Only call while holding :class:`OutputLock`."""
+    """Delete temp files/folders a killed run left behind (sinks.py names them
+    ``.<final>.<host>-<pid>.<rand>[.tmp]``). Only those of processes that are gone: a
+    segment_image writing into the same folder right now keeps its own."""
     removed = 0
     if not out_dir.is_dir():
         return 0
     for root, dirs, files in os.walk(out_dir):
         for d in list(dirs):
             if d.startswith(".") and "_masks." in d:
-                shutil.rmtree(Path(root) / d, ignore_errors=True)
                 dirs.remove(d)
-                removed += 1
+                if not temp_owner_alive(d):
+                    shutil.rmtree(Path(root) / d, ignore_errors=True)
+                    removed += 1
         for f in files:
-            if f.startswith(".") and f.endswith(".tmp"):
+            if f.startswith(".") and f.endswith(".tmp") and not temp_owner_alive(f):
                 Path(root, f).unlink(missing_ok=True)
                 removed += 1
     return removed
@@ -168,10 +182,11 @@ class ResultsCache:
               id_map: dict[str, int] | None = None) -> int:
         """Stream every cached image of ``items`` into one COCO results list at ``json_path``
         (atomically; memory holds one image's results at a time). Returns the detection count."""
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{json_path.name}.", suffix=".tmp", dir=json_path.parent)
         count = 0
+        tmp = None
         try:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(json_path.name), suffix=".tmp", dir=json_path.parent)
             with os.fdopen(fd, "w") as f:
                 f.write("[")
                 for path, name in items:
@@ -183,10 +198,13 @@ class ResultsCache:
                         f.write(json.dumps({"image_id": image_id, **det}, separators=(",", ":")))
                         count += 1
                 f.write("\n]\n")
+            os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; results.json is an output like the images
             os.replace(tmp, json_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        except OSError as e:
+            raise output_error(json_path, e) from None
+        finally:
+            if tmp is not None and os.path.lexists(tmp):
+                Path(tmp).unlink(missing_ok=True)
         return count
 
 

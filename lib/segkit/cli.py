@@ -12,6 +12,58 @@ from segkit.errors import SegkitError, UsageError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (``segkit: error: ...``, exit 2), not the usage
+    block: the one-line discipline of every other error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"segkit: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _quiet_interrupt_hook(exc_type, exc, tb, _previous=sys.excepthook):
+    """Ctrl+C before run_main is reached (during the imports of start-up): one line, no
+    traceback; Python then exits by SIGINT, as a shell expects of an interrupted command."""
+    if issubclass(exc_type, KeyboardInterrupt):
+        print("segkit: interrupted", file=sys.stderr)
+        return
+    _previous(exc_type, exc, tb)
+
+
+sys.excepthook = _quiet_interrupt_hook  # scripts import this module first, before the heavy imports
+
+
+INVOKED_AS: str | None = None  # "segkit image" when run as a segkit subcommand
+
+
+def prog(script: str) -> str:
+    """The name --help and usage errors show: the subcommand, or the bin/ script's name."""
+    return INVOKED_AS or script
+
+
+def add_verbose_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="also show TensorFlow / absl / oneDNN / CUDA log lines (hidden by default)")
+
+
+def quiet_frameworks(verbose: bool = False) -> None:
+    """Hide framework log lines (cuInit, oneDNN, CPU features, absl) unless --verbose.
+
+    Must run before TensorFlow is imported: its C++ logging reads the variables once. Values
+    the user already set win (setdefault).
+    """
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # 3: the cuInit line is logged as an ERROR
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    import logging
+    import warnings
+
+    for name in ("tensorflow", "absl", "keras", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(keras|tensorflow|tf_keras|absl|google\.protobuf)(\.|$)")
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     m = g.add_mutually_exclusive_group()
@@ -62,7 +114,7 @@ class _ListClasses(argparse.Action):
         model = known.model or (None if known.model_path else getattr(namespace, "model", None))
         model_path = known.model_path or (None if known.model else getattr(namespace, "model_path", None))
         try:
-            name, classes = model_classes(model, model_path)
+            name, classes = classes_of_model(model, model_path)
         except SegkitError as e:
             parser.exit(EXIT_USAGE if isinstance(e, UsageError) else e.exit_code, f"segkit: error: {e}\n")
         if classes is None:
@@ -75,11 +127,12 @@ class _ListClasses(argparse.Action):
         parser.exit()
 
 
-def model_classes(model: str | None, model_path: str | None) -> tuple[str, dict[int, str] | None]:
+def classes_of_model(model: str | None, model_path: str | None) -> tuple[str, dict[int, str] | None]:
     """(name, {COCO id: name}) of the classes a model can produce, from its zoo entry or its file
     type alone: no download, no TensorFlow. None when only loading the model would tell."""
     from segkit import zoo
-    from segkit.labels import COCO_CATEGORIES, parse_classes
+    from segkit.labels import COCO_CATEGORIES
+    from segkit.labels import model_classes as channel_classes
 
     if model_path:
         p = Path(model_path)
@@ -94,11 +147,10 @@ def model_classes(model: str | None, model_path: str | None) -> tuple[str, dict[
         registry = zoo.load_registry()
         spec = registry.get(model or registry.default)
     if spec.classes:
-        try:
-            ids = [cid for c in spec.classes for cid in sorted(parse_classes([c]) or ())]
-        except ValueError:
-            return spec.name, None  # a model with its own, non-COCO class names
-        return spec.name, {cid: COCO_CATEGORIES[cid] for cid in ids}
+        # COCO names keep their COCO ids; a model trained with its own names brings its own table
+        ids, own = channel_classes(spec.classes)
+        table = own or COCO_CATEGORIES
+        return spec.name, {cid: table[cid] for cid in ids}
     if spec.task == "instance" or spec.labels == "coco":
         return spec.name, dict(COCO_CATEGORIES)
     return spec.name, None
@@ -117,6 +169,9 @@ def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
     g.add_argument("--json", nargs="?", const="results.json", metavar="FILE", help=json_help)
     g.add_argument("--no-visual", action="store_true", help="skip the overlay/cut-out image")
     g.add_argument("--alpha", type=_fraction, help="overlay opacity 0..1 (default 0.5)")
+    g.add_argument("--ext", choices=("jpg", "png"),
+                   help="overlay/cut-out format (default: as the input, JPEG at quality 95 for JPEG "
+                        "photos, else PNG; transparent cut-outs and masks are always PNG)")
     g.add_argument("--max-pixels", type=int, metavar="N",
                    help="refuse images larger than N pixels (decompression-bomb guard, default 100M)")
 
@@ -136,11 +191,31 @@ def build_filter(args):
     from segkit.pipeline import Filter
 
     try:
-        classes = parse_classes(args.classes)
+        classes = parse_classes(args.classes, declared_label_names(args))
     except ValueError as e:
         raise UsageError(f"--classes: {e}") from None
     check_classes(args, classes)
     return Filter(classes, args.threshold, args.max_instances)
+
+
+def declared_label_names(args) -> dict[int, str] | None:
+    """The label table of a model trained with its own class names (e.g. pet, border), read from
+    the zoo entry it carries or the registry before the model loads; None: COCO names."""
+    from segkit import zoo
+    from segkit.labels import model_classes
+
+    if not getattr(args, "classes", None):
+        return None
+    try:
+        if getattr(args, "model_path", None):
+            spec = zoo.entry_beside(Path(args.model_path))
+        elif getattr(args, "model", None):
+            spec = zoo.load_registry().get(args.model)
+        else:
+            return None
+    except SegkitError:
+        return None  # the model load that follows reports it properly
+    return model_classes(spec.classes)[1] if spec is not None and spec.classes else None
 
 
 def check_classes(args, classes: set[int] | None) -> None:
@@ -150,7 +225,7 @@ def check_classes(args, classes: set[int] | None) -> None:
         return
     from segkit.labels import class_name
 
-    name, known = model_classes(getattr(args, "model", None), getattr(args, "model_path", None))
+    name, known = classes_of_model(getattr(args, "model", None), getattr(args, "model_path", None))
     missing = sorted(classes - set(known)) if known is not None else []
     if missing:
         have = ", ".join(known.values()) if len(known) <= 5 else f"{len(known)} COCO classes"
@@ -171,9 +246,13 @@ def build_outputs(args, out_dir: Path):
     from segkit.sinks import ImageOutputs
     from segkit.sources import IMAGE_EXTS
 
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: -o names an existing file, not a folder; give a folder "
+                         "(created if missing) or, for one input, an image file name")
     background = parse_background(args.background) if args.background else None
     outputs = ImageOutputs(out_dir, background, save_masks=args.save_masks, save_visual=not args.no_visual,
-                           alpha=0.5 if args.alpha is None else args.alpha)
+                           alpha=0.5 if args.alpha is None else args.alpha,
+                           ext=f".{args.ext}" if getattr(args, "ext", None) else None)
     json_path = None
     if args.json:
         j = Path(args.json)
@@ -188,11 +267,33 @@ def refuse_to_overwrite_inputs(items, outputs, json_path) -> None:
     """Never write over an input, whatever -o says: check every planned output path up front."""
     from segkit.sources import Frame
 
-    inputs = {p.resolve() for p, _ in items}
+    from segkit.sources import real_path
+
+    inputs = {real_path(p) for p, _ in items if os.path.lexists(p)}  # a missing one is reported later
     for p, name in items:
         for target in outputs.expected(Frame(None, name, p)) + ([json_path] if json_path else []):
-            if target.resolve() in inputs:
-                raise UsageError(f"{target}: output would overwrite an input file; choose another -o")
+            if real_path(target) in inputs:
+                hint = " (or --ext png)" if target.suffix.lower() in (".jpg", ".jpeg") else ""
+                raise UsageError(f"{target}: output would overwrite an input file; choose another -o{hint}")
+
+
+def record_failures(out_dir: Path, failures, replace: bool = True) -> Path | None:
+    """Write ``<out>/failures.jsonl``; on a full disk say so on one line instead of failing the
+    exit code with a second error. ``replace=False`` (segment_image): only when something failed,
+    so it never wipes a concurrent folder run's list."""
+    from segkit.batch import write_failures
+    from segkit.errors import OutputError
+
+    failures = list(failures)
+    if not failures and not replace:
+        return None
+    try:
+        return write_failures(out_dir, failures)
+    except OutputError as e:
+        # with nothing to list, or when a full disk was already reported, that line was enough
+        if failures and not (e.disk_full and any("no space left" in str(r) for _, r in failures)):
+            error(f"{e} (the failures are listed above)")
+        return None
 
 
 def display_available() -> bool:
@@ -219,3 +320,9 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `| head` closed our stdout: not an error of ours
         return EXIT_OK
+    except OSError as e:  # a file problem nobody wrapped (disk full at start-up...): still one line
+        from segkit.sources import os_problem
+
+        where = e.filename if e.filename is not None else "segkit"
+        error(f"{where}: {os_problem(e)}")
+        return EXIT_FAILED

@@ -28,9 +28,9 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from segkit.errors import InputError, SegkitError, UsageError
+from segkit.errors import InputError, OutputError, SegkitError, UsageError
 from segkit.frames import MANIFEST_NAME, read_manifest
-from segkit.sinks import FILE_MODE, atomic_write_bytes
+from segkit.sinks import FILE_MODE, atomic_write_bytes, output_error, temp_prefix
 from segkit.sources import IMAGE_EXTS, read_image
 
 PANELS = ("original", "mask", "cutout")
@@ -217,14 +217,20 @@ def collage_frames(seq: FrameSequence, layout: list[str], seg_dir: Path | None =
             elif hw != size:
                 raise InputError(src, f"frame is {hw[1]}x{hw[0]} but {first} is {size[1]}x{size[0]}; "
                                       "all frames must have one size")
-            panels.append(img)
-        out = np.ascontiguousarray(np.hstack(panels))
-        if resize is not None:
-            w, h = resize(out.shape[1], out.shape[0])
-            if (w, h) != (out.shape[1], out.shape[0]):
-                interp = cv2.INTER_AREA if w < out.shape[1] else cv2.INTER_LINEAR
-                out = cv2.resize(out, (w, h), interpolation=interp)
-        yield out
+            panels.append(_resized(img, resize))
+        yield np.ascontiguousarray(np.hstack(panels))
+
+
+def _resized(img: np.ndarray, resize: Callable[[int, int], tuple[int, int]] | None) -> np.ndarray:
+    # --resize sizes each panel (a video frame), not the strip: '--resize 480' on a 3-panel
+    # collage gives three 480-px panels, as one frame alone would be, not a 480-wide sliver.
+    if resize is None:
+        return img
+    w, h = resize(img.shape[1], img.shape[0])
+    if (w, h) == (img.shape[1], img.shape[0]):
+        return img
+    interp = cv2.INTER_AREA if w < img.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(img, (w, h), interpolation=interp)
 
 
 # -------------------------------------------------------------------------- writing
@@ -299,8 +305,11 @@ def write_mp4(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float,
     """Write an MP4 (MPEG-4 part 2, 'mp4v': in every OpenCV build) atomically, then check that
     it opens with cv2.VideoCapture and holds the frames we wrote."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.mp4", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path.stem), suffix=".tmp.mp4", dir=path.parent)
+    except OSError as e:
+        raise output_error(path, e) from None
     os.close(fd)
     tmp = Path(tmp_name)
     writer = None
@@ -318,16 +327,34 @@ def write_mp4(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float,
             raise SegkitError(f"{path}: no frames to write")
         writer.release()
         writer = None
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # a delayed "disk full" shows here, before the rename
+        finally:
+            os.close(fd)
+        # OpenCV's writer reports no write errors: read the file back
         got = _count_frames(tmp)
         if got != n:
-            raise SegkitError(f"{path}: wrote {n} frames but the MP4 reads back {got}")
+            raise OutputError(path, f"cannot write: wrote {n} frames but the MP4 reads back "
+                                    f"{max(got, 0)}{_disk_note(path.parent)}; nothing was written there")
         os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; an output is as readable as any file
         os.replace(tmp, path)
+    except OSError as e:
+        raise output_error(path, e) from None
     finally:
         if writer is not None:
             writer.release()
         tmp.unlink(missing_ok=True)
     return AnimationResult(path, n, fps, step, path.stat().st_size, *size)
+
+
+def _disk_note(folder: Path) -> str:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return ""
+    left = st.f_bavail * st.f_frsize
+    return f" (disk full? {left:,} bytes free)" if left < 64 << 20 else ""
 
 
 def _count_frames(path: Path) -> int:

@@ -9,7 +9,10 @@ import yaml
 from segkit.errors import UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+# the checkout's, else the copy an installed wheel carries (setup.py)
+DEFAULT_CONFIG = next((p for p in (REPO_ROOT / "configs" / "default.yaml",
+                                   Path(__file__).resolve().parent / "configs" / "default.yaml")
+                       if p.is_file()), REPO_ROOT / "configs" / "default.yaml")
 
 
 def load_config(path: str | Path | None = None) -> dict:

@@ -21,5 +21,22 @@ class InputError(SegkitError):
         super().__init__(f"{path}: {problem}")
 
 
+class OutputError(SegkitError):
+    """An output file cannot be written (disk full, permission, read-only): names the file.
+
+    ``errno`` is the OS error number when there was one, so a run can stop on a full disk
+    instead of failing every remaining input the same way."""
+
+    def __init__(self, path, problem: str, errno: int | None = None):
+        self.path, self.problem, self.errno = str(path), problem, errno
+        super().__init__(f"{path}: {problem}")
+
+    @property
+    def disk_full(self) -> bool:
+        import errno as _errno
+
+        return self.errno in (_errno.ENOSPC, _errno.EDQUOT)
+
+
 class ModelError(SegkitError, ValueError):
     """A checkpoint that cannot be loaded or used (names the file; also a ValueError)."""

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from segkit.errors import InputError, UsageError
+from segkit.errors import InputError, OutputError, UsageError
 from segkit.sinks import atomic_write_bytes, write_image
 
 MANIFEST_NAME = "manifest.json"
@@ -97,6 +97,9 @@ class Manifest:
     source: str = ""
     source_fps: float | None = None
     source_frames: int | None = None  # as the container reports it
+    #: frames decoded before the video ended: differs from source_frames when the file is
+    #: truncated or corrupt (None when the selection stopped before the end)
+    source_frames_read: int | None = None
     width: int = 0
     height: int = 0
     selection: dict = field(default_factory=dict)
@@ -128,6 +131,7 @@ def read_manifest(folder: str | os.PathLike) -> Manifest | None:
         fps = d.get("fps")
         return Manifest(fps=None if fps is None else float(fps), source=d.get("source", ""),
                         source_fps=d.get("source_fps"), source_frames=d.get("source_frames"),
+                        source_frames_read=d.get("source_frames_read"),
                         width=int(d.get("width", 0)), height=int(d.get("height", 0)),
                         selection=d.get("selection", {}), frames=frames,
                         version=int(d.get("version", MANIFEST_VERSION)))
@@ -142,6 +146,8 @@ class VideoInfo:
     frame_count: int | None
     width: int
     height: int
+    #: set by iter_selected once it reached the end of the video: how many frames decoded
+    frames_read: int | None = None
 
 
 def open_video(path: str | os.PathLike) -> tuple[cv2.VideoCapture, VideoInfo]:
@@ -183,6 +189,7 @@ def iter_selected(cap: cv2.VideoCapture, info: VideoInfo, sel: Selection,
     n = -1
     while True:
         if not cap.grab():
+            info.frames_read = n + 1  # the end of the file (or the point where decoding broke)
             return
         n += 1
         t = n / fps if fps else None
@@ -205,6 +212,7 @@ def iter_selected(cap: cv2.VideoCapture, info: VideoInfo, sel: Selection,
                 continue
         ok, bgr = cap.retrieve()
         if not ok or bgr is None:
+            info.frames_read = n  # a frame that cannot be decoded ends the readable part
             return
         yield n, t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         kept += 1
@@ -255,8 +263,10 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, sel: Se
 
     Names are zero-padded to at least 6 digits (more when the video could yield more), so they
     sort in playing order. Each frame file and the manifest are written atomically; the manifest
-    comes last, so a folder with a manifest is complete. With ``overwrite``, frame files of an
-    earlier run that this run did not write are removed afterwards (only our own pattern).
+    comes last, so a folder with a manifest is complete, and one with frames but no manifest is
+    an unfinished run that a rerun completes. With ``overwrite`` (or when finishing such a run),
+    frame files this run did not write are removed afterwards (only our own pattern), so the
+    manifest always lists exactly the frames in the folder.
     """
     ext = ext.lower().lstrip(".")
     if ext == "jpeg":
@@ -267,15 +277,16 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, sel: Se
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder")
     old = existing_frames(out)
-    if (old or (out / MANIFEST_NAME).exists()) and not overwrite:
+    # Frames without a manifest are an unfinished run (killed, disk full): a rerun finishes it.
+    if (out / MANIFEST_NAME).exists() and not overwrite:
         raise UsageError(f"{out}: already holds frames of an earlier run; use --overwrite or another -o")
     cap, info = open_video(video)
+    records: list[FrameRecord] = []
     try:
         total = expected_count(info, sel)
         if set_total:
             set_total(total)
         digits = max(6, len(str(info.frame_count or 0)))
-        records: list[FrameRecord] = []
         size: tuple[int, int] | None = None
         for src_no, t, rgb in iter_selected(cap, info, sel):
             name = frame_file_name(len(records), digits, ext)
@@ -285,6 +296,10 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, sel: Se
             records.append(rec)
             if on_frame:
                 on_frame(rec)
+    except OutputError as e:
+        raise OutputError(e.path, f"{e.problem} after {len(records)} frames; no manifest was written, "
+                                  "so the folder does not count as done: free space and run the same "
+                                  "command again", e.errno) from None
     finally:
         cap.release()
     if not records:
@@ -293,7 +308,8 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, sel: Se
         length = f" (the video is {info.frame_count / info.fps:.2f} s long)" if info.frame_count and info.fps else ""
         raise InputError(video, f"no frames between --start and --end{length}")
     manifest = Manifest(fps=sel.output_fps(info.fps), source=str(video), source_fps=info.fps,
-                        source_frames=info.frame_count, width=size[0], height=size[1],
+                        source_frames=info.frame_count, source_frames_read=info.frames_read,
+                        width=size[0], height=size[1],
                         selection={k: v for k, v in asdict(sel).items()}, frames=records)
     write_manifest(out, manifest)
     written = {r.file for r in records}
@@ -301,3 +317,12 @@ def extract_frames(video: str | os.PathLike, out_dir: str | os.PathLike, sel: Se
         if p.name not in written:
             p.unlink(missing_ok=True)
     return manifest
+
+
+def truncation_note(manifest: Manifest) -> str | None:
+    """'read N of M frames the container promises' when the video ended early, else None."""
+    read, promised = manifest.source_frames_read, manifest.source_frames
+    if read is None or promised is None or read == promised:
+        return None
+    return (f"{manifest.source}: read {read} of the {promised} frames the container promises "
+            "(truncated or corrupt video)")

@@ -59,3 +59,24 @@ def parse_classes(spec: str | Iterable[str | int] | None,
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise ValueError(f"unknown class name {raw!r}{hint}")
     return ids or None
+
+
+def coco_id(name: str | int) -> int | None:
+    """COCO id of a class name or id ('dog', 'teddy_bear', 18), else None."""
+    if isinstance(name, int) or str(name).strip().isdigit():
+        return int(name) if int(name) in COCO_CATEGORIES else None
+    return COCO_IDS_BY_NAME.get(str(name).strip().lower().replace("_", " "))
+
+
+def model_classes(names: Iterable[str | int]) -> tuple[list[int], dict[int, str] | None]:
+    """Class ids of a semantic model's channel names ('background' left out) and its label table.
+
+    COCO names map to their COCO ids (table None: the COCO table). A model trained with its own
+    names (``--class-names background,pet,border``) numbers them 1, 2 ... in channel order and
+    brings its own table, so overlays, ``--classes pet`` and evaluation use those names.
+    """
+    real = [n for n in names if str(n) != "background"]
+    ids = [coco_id(n) for n in real]
+    if all(i is not None for i in ids):
+        return ids, None
+    return list(range(1, len(real) + 1)), {0: "background", **{i + 1: str(n) for i, n in enumerate(real)}}

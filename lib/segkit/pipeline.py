@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from segkit.errors import InputError
+from segkit.errors import InputError, OutputError
 from segkit.models.base import Segmenter
 from segkit.segmentation import Segmentation
 from segkit.sources import Frame
@@ -30,11 +30,17 @@ class FlowStats:
     failed: int = 0
     seconds: float = 0.0
     failures: list[InputError] = field(default_factory=list)
+    #: why the run stopped before its last input (the disk filled up), else ""
+    stopped: str = ""
+    not_attempted: int = 0
 
     def summary(self, what: str = "images") -> str:
         rate = self.done / self.seconds if self.seconds > 0 else 0.0
-        return (f"{self.done} {what} done, {self.skipped} skipped, {self.failed} failed "
+        text = (f"{self.done} {what} done, {self.skipped} skipped, {self.failed} failed "
                 f"in {self.seconds:.1f} s ({rate:.1f}/s)")
+        if self.stopped:
+            text += f"; stopped: {self.stopped}, {self.not_attempted} not attempted (run again to resume)"
+        return text
 
 
 def prefetch_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 2,
@@ -86,7 +92,8 @@ def run_flow(frames: Iterable[Frame], segmenter: Segmenter,
     """Segment every frame and hand (frame, filtered result) to ``write`` on a writer thread.
 
     A frame whose decoding failed (``frame.error``), or whose writing fails, is counted as
-    failed and passed to ``on_error``; the run goes on. ``progress`` (a tqdm) is advanced per frame.
+    failed and passed to ``on_error``; the run goes on, except on a full disk: then it stops
+    (``stats.stopped`` says why) and the frames not yet segmented are left for a rerun. ``progress`` (a tqdm) is advanced per frame.
     """
     stats = FlowStats()
     t0 = time.perf_counter()
@@ -96,6 +103,11 @@ def run_flow(frames: Iterable[Frame], segmenter: Segmenter,
     pending: deque[tuple[Frame, Future]] = deque()
 
     def fail(frame: Frame, err: Exception):
+        if isinstance(err, OutputError) and err.disk_full:
+            if stats.stopped:
+                return  # a write already in flight when the disk filled: left for the rerun, said once
+            # every later output would fail the same way: stop instead of failing them one by one
+            stats.stopped = f"{err.problem.removeprefix('cannot write: ')} ({err.path})"
         stats.failed += 1
         stats.failures.append(err if isinstance(err, InputError) else InputError(frame.path or frame.name, str(err)))
         if on_error:
@@ -124,6 +136,8 @@ def run_flow(frames: Iterable[Frame], segmenter: Segmenter,
             settle(max_pending_writes)
 
         for frame in frames:
+            if stats.stopped:
+                break  # the caller knows how many were planned: not_attempted = total - done - failed
             if frame.error is not None:
                 fail(frame, frame.error)
                 if progress is not None:
@@ -132,7 +146,11 @@ def run_flow(frames: Iterable[Frame], segmenter: Segmenter,
             batch.append(frame)
             if len(batch) >= max(1, segmenter.max_batch):
                 flush()
-        flush()
+        if not stats.stopped:
+            flush()
+        batch.clear()
         settle(0)
+        if hasattr(frames, "close"):
+            frames.close()  # stop the read-ahead threads of a run cut short
     stats.seconds = time.perf_counter() - t0
     return stats

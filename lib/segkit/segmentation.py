@@ -112,7 +112,11 @@ class Segmentation:
 
     # ------------------------------------------------------------ COCO export
     def to_coco_results(self, image_id: int | str) -> list[dict]:
-        """COCO results format (what ``COCO.loadRes`` reads): bbox xywh + RLE segmentation."""
+        """COCO results format (what ``COCO.loadRes`` reads): bbox xywh + RLE segmentation.
+
+        A semantic model's results (one mask per class) are marked ``"semantic": true`` so that
+        evaluate.py scores them with IoU rather than AP without being told.
+        """
         from pycocotools import mask as mask_utils
 
         inst = self.as_instances()
@@ -128,6 +132,8 @@ class Segmentation:
             results.append({"image_id": image_id, "category_id": int(cid),
                             "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
                             "score": round(float(score), 5), "segmentation": rle})
+            if self.is_semantic:
+                results[-1]["semantic"] = True
         return results
 
 

@@ -2,9 +2,12 @@
 so a run killed at any moment leaves either the complete old state or the complete new file."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segkit.errors import SegkitError
+from segkit.errors import OutputError, SegkitError
 from segkit.render import Background, cutout, foreground_alpha, overlay
 from segkit.segmentation import Segmentation
 from segkit.sources import Frame
@@ -24,22 +27,72 @@ def _umask() -> int:
     return mask
 
 
-#: what a newly created file gets; mkstemp's temp files are 0600 until chmod-ed to this
+#: what a newly created file / folder gets under the user's umask; mkstemp/mkdtemp make
+#: 0600 / 0700 ones, chmod-ed to these so every output of a run has the same permissions
 FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+# Temp files carry the writing process's host and pid (".<final>.<host>-<pid>.<random>[.tmp]"),
+# so a cleanup only removes those of processes that are gone, never a concurrent run's.
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+# greedy ".*": the last tag in the name wins (a final name may itself look like one)
+_TAG = re.compile(r"^.*\.([0-9a-f]{6})-(\d+)\.[A-Za-z0-9_]{6,}(?:\.tmp|\.part\.\w+|\.tmp\.\w+)?$")
+
+
+def temp_prefix(final_name: str) -> str:
+    """mkstemp/mkdtemp prefix for a temp file or folder that will become ``final_name``."""
+    return f".{final_name}.{_HOST}-{os.getpid()}."
+
+
+def temp_owner_alive(name: str) -> bool:
+    """Whether the process that made temp file ``name`` may still be writing it.
+
+    Untagged (older) names and tags of dead processes on this host: False. Another host's
+    process cannot be checked from here: True (left alone)."""
+    m = _TAG.search(name)
+    if m is None:
+        return False
+    host, pid = m.group(1), int(m.group(2))
+    if host != _HOST:
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def output_error(path: str | os.PathLike, e: OSError) -> OutputError:
+    """An OSError while writing ``path`` as one line naming the final file (not the temp file)."""
+    from segkit.sources import os_problem
+
+    problem = os_problem(e)
+    return OutputError(path, f"cannot write: {problem}", e.errno)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file + rename: ``path`` is whole or untouched.
+
+    Any OSError (disk full, permission, read-only) becomes an OutputError naming ``path``; the
+    temp file is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600 files; outputs are ordinary files
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as e:
+        raise output_error(path, e) from None
+    finally:
+        if tmp is not None and os.path.lexists(tmp):
+            Path(tmp).unlink(missing_ok=True)
 
 
 def encode_image(image: np.ndarray, ext: str = ".png", quality: int = 95) -> bytes:
@@ -83,8 +136,12 @@ def coco_image_id(name: str, id_map: dict[str, int] | None = None):
 class ImageOutputs:
     """Per-image files of segment_image / segment_folder, named after the input.
 
-    ``<out>/<name>.png``           overlay (or the cut-out when a background is chosen)
+    ``<out>/<name>.jpg|.png``      overlay (or the cut-out when a background is chosen)
     ``<out>/<name>_masks/NN_<class>.png``  one 0/255 PNG per instance (--save-masks)
+
+    The overlay's format follows the input (JPEG in, JPEG out at quality 95: a tenth of the PNG's
+    size and encoding time; anything else PNG) unless ``ext`` chooses one; a transparent
+    cut-out is always PNG (JPEG has no alpha).
     """
 
     out_dir: Path
@@ -92,10 +149,17 @@ class ImageOutputs:
     save_masks: bool = False
     save_visual: bool = True
     alpha: float = 0.5
-    ext: str = ".png"
+    ext: str | None = None  # None: follow the input
 
     def visual_path(self, frame: Frame) -> Path:
-        return self.out_dir / f"{frame.name}{self.ext}"
+        if self.background is not None and self.background.has_alpha:
+            ext = ".png"
+        elif self.ext:
+            ext = self.ext if self.ext.startswith(".") else f".{self.ext}"
+        else:
+            src = frame.path.suffix.lower() if frame.path is not None else ""
+            ext = ".jpg" if src in (".jpg", ".jpeg") else ".png"
+        return self.out_dir / f"{frame.name}{ext}"
 
     def masks_dir(self, frame: Frame) -> Path:
         return self.out_dir / f"{frame.name}_masks"
@@ -118,8 +182,6 @@ class ImageOutputs:
             else:
                 vis = overlay(frame.image, seg, self.alpha)
             path = self.visual_path(frame)
-            if self.background is not None and self.background.has_alpha and path.suffix.lower() != ".png":
-                path = path.with_suffix(".png")  # JPEG has no alpha channel
             write_image(path, vis)
             written.append(path)
         if self.save_masks:
@@ -129,16 +191,20 @@ class ImageOutputs:
     def _write_masks(self, frame: Frame, inst: Segmentation) -> Path:
         # Build the folder aside and rename it into place: a folder either is complete or absent.
         final = self.masks_dir(frame)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        tmp = None
         try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), dir=final.parent))
+            os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700 folders
             for i, (m, cname) in enumerate(zip(inst.masks, inst.class_names)):
                 data = encode_image(m.astype(np.uint8) * 255, ".png")
                 (tmp / f"{i:03d}_{cname.replace(' ', '_')}.png").write_bytes(data)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        except OSError as e:
+            raise output_error(final, e) from None
+        finally:
+            if tmp is not None and tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
         return final

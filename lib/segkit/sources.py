@@ -7,9 +7,11 @@ case, then have their pixels decoded by OpenCV, which releases the GIL (see _dec
 """
 from __future__ import annotations
 
+import errno
 import glob
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,16 +41,59 @@ class Frame:
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode an image file to RGB uint8 [H,W,3], oriented as a viewer shows it.
 
-    Raises InputError("<path>: <problem>") for anything that is not a usable image.
+    Raises InputError("<path>: <problem>") for anything that is not a usable image, including
+    files that cannot be opened (permission denied, dangling symlink, symlink loop, a folder,
+    a FIFO or device, a file removed since the folder was listed).
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(p, "no such file")
-    if p.is_dir():
-        raise InputError(p, "is a directory, not an image (segment_folder.py handles folders)")
-    if p.stat().st_size == 0:
-        raise InputError(p, "empty file (0 bytes)")
-    return decode_image_bytes(p.read_bytes(), p, max_pixels)
+    return decode_image_bytes(read_input_bytes(p), p, max_pixels)
+
+
+def read_input_bytes(p: Path) -> bytes:
+    """The bytes of one input file, or InputError saying in words why it cannot be read."""
+    try:
+        st = os.stat(p)  # follows symlinks: a dangling one or a loop fails here
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(p, "is a directory, not an image (segment_folder.py handles folders)")
+        if not stat.S_ISREG(st.st_mode):
+            # never open a FIFO or a device: reading one can block forever or never end
+            raise InputError(p, f"not a regular file ({_file_kind(st.st_mode)})")
+        if st.st_size == 0:
+            raise InputError(p, "empty file (0 bytes)")
+        with open(p, "rb") as f:
+            return f.read()
+    except InputError:
+        raise
+    except OSError as e:
+        raise InputError(p, os_problem(e, p)) from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def os_problem(e: OSError, p: Path | None = None) -> str:
+    """An OSError in words, for one line after the file name (no '[Errno 13]')."""
+    if p is not None and e.errno == errno.ENOENT:
+        if os.path.islink(p):
+            return f"dangling symlink (-> {os.readlink(p)}, which does not exist)"
+        return "no such file (it may have been removed after the folder was listed)"
+    words = {errno.ELOOP: "symlink loop (too many levels of symbolic links)",
+             errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+             errno.EISDIR: "is a directory", errno.ENOSPC: "no space left on device",
+             errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+             errno.EIO: "input/output error", errno.ENOTDIR: "a part of the path is not a folder"}
+    return words.get(e.errno) or (e.strerror or str(e)).lower()
+
+
+def real_path(p: str | os.PathLike) -> Path:
+    """Absolute path with symlinks resolved where they can be; never raises on a symlink loop
+    (``Path.resolve`` does on Python 3.11)."""
+    return Path(os.path.realpath(p))
 
 
 def decode_image_bytes(data: bytes, path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -146,7 +191,7 @@ def expand_inputs(specs: Iterable[str], recursive: bool = False,
     seen: set[Path] = set()
 
     def add(p: Path, name: str):
-        rp = p.resolve()
+        rp = real_path(p)
         if rp not in seen:
             seen.add(rp)
             out.append((p, name))
@@ -156,19 +201,32 @@ def expand_inputs(specs: Iterable[str], recursive: bool = False,
         if p.is_dir() and folders:
             pattern = "**/*" if recursive else "*"
             for f in sorted(p.glob(pattern)):
-                if f.is_file() and f.suffix.lower() in exts and not f.name.startswith("."):
+                # Not only is_file(): a dangling symlink, a loop, an unreadable file or a folder
+                # named x.jpg is kept so reading reports it (a silent skip is a lost input).
+                if f.suffix.lower() in exts and not f.name.startswith(".") and _listed_input(f, recursive):
                     add(f, str(f.relative_to(p).with_suffix("")))
         elif is_glob(spec):
             matches = sorted(glob.glob(spec, recursive=recursive or "**" in spec))
             root = Path(os.path.commonpath(matches)) if len(matches) > 1 else None
             for m in matches:
                 f = Path(m)
-                if f.is_file() and f.suffix.lower() in exts:
+                if f.suffix.lower() in exts and _listed_input(f, recursive or "**" in spec):
                     name = str(f.relative_to(root).with_suffix("")) if root and root.is_dir() else f.stem
                     add(f, name)
         else:
             add(p, p.stem)
     return out
+
+
+def _listed_input(f: Path, recursive: bool) -> bool:
+    """Whether a listed name with an image extension is an input: anything but, in a recursive
+    walk, a folder with contents (the walk takes those one by one)."""
+    try:
+        if not recursive or not f.is_dir():
+            return True
+        return not any(True for _ in f.iterdir())
+    except OSError:
+        return True
 
 
 def read_frame(item: tuple[Path, str], max_pixels: int = MAX_PIXELS, index: int = 0) -> Frame:
@@ -179,3 +237,6 @@ def read_frame(item: tuple[Path, str], max_pixels: int = MAX_PIXELS, index: int 
         return Frame(read_image(path, max_pixels), name, path, index)
     except InputError as e:
         return Frame(None, name, path, index, error=e)
+    except (OSError, MemoryError) as e:  # whatever reading throws is this input's failure, not the run's
+        problem = os_problem(e, Path(path)) if isinstance(e, OSError) else "out of memory decoding it"
+        return Frame(None, name, path, index, error=InputError(path, problem))

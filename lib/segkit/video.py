@@ -37,9 +37,13 @@ import cv2
 import numpy as np
 
 from segkit.errors import InputError, SegkitError
-from segkit.sinks import FILE_MODE
+from segkit.sinks import FILE_MODE, temp_owner_alive, temp_prefix
 from segkit.sources import Frame
 from segkit.workers import QueueWorker
+
+# FFmpeg's own complaints ("moov atom not found", a line per failed write) are reported by us
+# in one line instead; a user's own setting wins. Read when OpenCV first opens a video.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 #: container -> FourCC the opencv-python wheels can encode (no H.264 encoder ships with them)
@@ -306,8 +310,12 @@ class AtomicVideoWriter(QueueWorker):
         self.fps = float(fps) if fps and fps > 0 else 30.0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # leftovers of runs killed with SIGKILL (nothing could finalise them): removed, or
+            # named when their run may still be going (self.leftovers_kept)
+            self.leftovers_removed, self.leftovers_kept = clean_stale_parts(self.path.parent)
             # Creating the temp file now checks the folder is writable before any work is done.
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{ext}", dir=self.path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path.stem), suffix=f".part{ext}",
+                                       dir=self.path.parent)
         except OSError as e:
             raise SegkitError(f"{self.path}: cannot write here ({e.strerror or e})") from None
         os.close(fd)
@@ -317,10 +325,16 @@ class AtomicVideoWriter(QueueWorker):
         self.frames_written = 0  # frames encoded (repeats included)
         self.write_seconds = 0.0
         self.size: tuple[int, int] | None = None
+        #: the final path once close() renamed a verified, playable video there, else None
+        self.final: Path | None = None
         self._writer: cv2.VideoWriter | None = None
         self._t0: float | None = None
         self._scheduled = 0
         self._closed = False
+        # OpenCV warns once per frame it fails to write (a full disk); close() reads the file
+        # back and says what went wrong in one line, so only errors are logged meanwhile.
+        self._log_level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(min(self._log_level, cv2.utils.logging.LOG_LEVEL_ERROR))
         super().__init__("segkit-video-writer", queue_size)
 
     def write(self, image: np.ndarray, timestamp: float | None = None) -> None:
@@ -364,24 +378,102 @@ class AtomicVideoWriter(QueueWorker):
                               f"{self.path.suffix} at {w}x{h}")
 
     def close(self) -> Path | None:
-        """Finish encoding, finalise the container and rename into place (idempotent).
+        """Finish encoding, finalise the container, check it plays back whole and rename it
+        into place (idempotent).
 
-        Returns the final path, or None when no frame was written (no file is left behind).
+        Returns the final path, or None when no frame was written or the file is not a complete
+        video (then ``error`` says why, e.g. the disk filled up: OpenCV's writer does not report
+        write errors, so the file is read back). Nothing is left at the final path or beside it.
         """
         if self._closed:
-            return self.path if self.path.exists() and self.frames_written else None
+            return self.final
         self._closed = True
-        self._finish()
-        if self._writer is not None:
-            self._writer.release()  # writes the container index: the file becomes playable
-        if self.frames_written and self.tmp_path.exists() and self.tmp_path.stat().st_size > 0:
-            os.replace(self.tmp_path, self.path)
-            return self.path
-        self.tmp_path.unlink(missing_ok=True)
-        return None
+        try:
+            self._finish()
+            if self._writer is not None:
+                self._writer.release()  # writes the container index: the file becomes playable
+            if self.error is None and self.frames_written:
+                _fsync(self.tmp_path)  # a delayed "disk full" surfaces here, not after the rename
+                problem = _playback_problem(self.tmp_path, self.frames_written)
+                if problem:
+                    raise SegkitError(problem + _free_space_note(self.path.parent))
+                os.replace(self.tmp_path, self.path)
+                self.final = self.path
+        except OSError as e:
+            from segkit.sources import os_problem
+
+            self.error = SegkitError(os_problem(e))
+        except SegkitError as e:
+            self.error = e
+        finally:
+            if self.final is None:
+                self.tmp_path.unlink(missing_ok=True)
+            cv2.utils.logging.setLogLevel(self._log_level)
+        return self.final
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _playback_problem(path: Path, frames: int) -> str | None:
+    """Why the video at ``path`` is not a complete, playable file of ``frames`` frames, or None.
+
+    The container's frame count comes from its index (MP4 moov, AVI idx1/header), which is
+    written last: a file cut short by a full disk has none or a wrong one."""
+    with _quiet_opencv():
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+        try:
+            if not cap.isOpened():
+                return "the written file does not open as a video (no index: cut short?)"
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            if count != frames:
+                return f"the written file holds {count} of the {frames} frames encoded"
+            ok = cap.grab()
+            return None if ok else "the written file has no decodable frame"
+        finally:
+            cap.release()
+
+
+def _free_space_note(folder: Path) -> str:
+    try:
+        free = os.statvfs(folder)
+        left = free.f_bavail * free.f_frsize
+    except OSError:
+        return ""
+    return f"; disk full? {left:,} bytes free in {folder}" if left < 64 << 20 else ""
+
+
+def clean_stale_parts(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Hidden ``.NAME.<host>-<pid>.<rand>.part.EXT`` videos of AtomicVideoWriter runs in
+    ``folder``: those whose process is gone (killed with SIGKILL) are deleted; those of a run
+    that may still be writing (here or on another machine) are returned to be named."""
+    removed, kept = [], []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed, kept
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and ".part." in name and Path(name).suffix.lower() in WRITER_FOURCC):
+            continue
+        path = Path(folder) / name
+        if temp_owner_alive(name):
+            kept.append(path)
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            kept.append(path)
+    return removed, kept

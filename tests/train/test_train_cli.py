@@ -1,7 +1,7 @@
 """bin/train_person_unet.py end to end on tiny real data: train, resume, export, errors."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import signal
@@ -20,9 +20,7 @@ SCRIPT = REPO / "bin" / "train_person_unet.py"
 
 
 def _cli():
-    spec = importlib.util.spec_from_file_location("train_person_unet", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("segkit.commands.train")
     return module
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segkit.errors import SegkitError
-from segkit.labels import parse_classes
+from segkit.labels import model_classes
 from segkit.models.base import Segmenter
 
 FAMILIES = ("od_api_tf2", "od_api_tf1", "garden", "unet", "tflite", "yolo_seg")
@@ -75,8 +75,9 @@ def _savedmodel_family(path: Path) -> str:
 def build_segmenter(family: str, path: Path, name: str = "", spec=None, progress: bool = True) -> Segmenter:
     if family == "tflite":
         from segkit.models.tflite import TFLiteSegmenter
-        classes = _ordered_classes(spec) if spec is not None and spec.classes else [1]
-        return TFLiteSegmenter(path, name, classes=classes,
+        # Channel order matters: the registry's order, COCO ids or the model's own names.
+        classes, own = model_classes(spec.classes) if spec is not None and spec.classes else ([1], None)
+        return TFLiteSegmenter(path, name, classes=classes, label_names=own,
                                normalize=(spec.normalize if spec is not None and spec.normalize else "unit"),
                                resize=spec.extra.get("resize", "area") if spec is not None else "area")
     if family == "unet":
@@ -115,15 +116,6 @@ def _yolo_seg(path: Path, name: str, spec, progress: bool) -> Segmenter:
         cache = path.parent if os.access(path.parent, os.W_OK) else zoo.model_dir() / "converted"
         raw = yolo_convert.load_raw_model(path, cache, imgsz=imgsz, progress=progress, num_threads=threads)
     return YoloSegSegmenter(raw, name or path.stem)
-
-
-def _ordered_classes(spec):
-    # Channel order matters: keep the registry's order rather than a set's.
-    ids = []
-    for c in spec.classes:
-        (cid,) = parse_classes([c])
-        ids.append(cid)
-    return ids
 
 
 def load_segmenter(model: str | None = None, model_path: str | None = None,

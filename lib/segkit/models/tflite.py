@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from segkit.errors import SegkitError
+from segkit.labels import COCO_CATEGORIES
 from segkit.models.base import Segmenter
 from segkit.segmentation import Segmentation
 
@@ -70,7 +71,8 @@ class TFLiteSegmenter(Segmenter):
     semantic = True
 
     def __init__(self, path, name: str = "", classes: Sequence[int] = (1,), normalize: str = "unit",
-                 num_threads: int | None = None, resize: str = "area"):
+                 num_threads: int | None = None, resize: str = "area",
+                 label_names: dict[int, str] | None = None):
         super().__init__(name)
         if normalize not in NORMALIZERS:
             raise SegkitError(f"{path}: unknown normalize {normalize!r} (one of {', '.join(NORMALIZERS)})")
@@ -78,6 +80,7 @@ class TFLiteSegmenter(Segmenter):
             raise SegkitError(f"{path}: unknown resize {resize!r} (one of {', '.join(RESIZE_MODES)})")
         self.resize = resize
         self.path, self.class_ids = str(path), tuple(int(c) for c in classes)
+        self.label_names = label_names if label_names is not None else COCO_CATEGORIES
         self._norm = NORMALIZERS[normalize]
         try:
             # The default XNNPACK delegate must stay on: MediaPipe's custom op
@@ -121,4 +124,5 @@ class TFLiteSegmenter(Segmenter):
         full = cv2.resize(probs, (width, height), interpolation=cv2.INTER_LINEAR)
         if full.ndim == 2:
             full = full[..., None]
-        return Segmentation(height, width, probs=full, prob_class_ids=self.class_ids)
+        return Segmentation(height, width, probs=full, prob_class_ids=self.class_ids,
+                            label_names=self.label_names)

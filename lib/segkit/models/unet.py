@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from segkit.errors import ModelError
-from segkit.labels import COCO_CATEGORIES, COCO_IDS_BY_NAME
+from segkit.labels import COCO_CATEGORIES, model_classes
 from segkit.models.base import Segmenter
 from segkit.segmentation import Segmentation
 
@@ -59,18 +59,11 @@ class UnetSegmenter(Segmenter):
         self.normalize = normalize or meta.get("normalize", "unit")
         if self.normalize not in _NORMALIZERS:
             raise ModelError(f"{path}: unknown normalize {self.normalize!r}")
-        # Keep every channel that is not background; map names to COCO ids when they are COCO
-        # classes, else to the channel index with the model's own names.
-        self.keep, ids, self.label_names = [], [], dict(COCO_CATEGORIES)
-        own = not all(_coco_id(n) is not None for n in names if str(n) != "background")
-        for i, n in enumerate(names):
-            if str(n) == "background":
-                continue
-            cid = i if own else _coco_id(n)
-            self.keep.append(i)
-            ids.append(cid)
-        if own:
-            self.label_names = {i: str(n) for i, n in enumerate(names)}
+        # Keep every channel that is not background; COCO names keep their COCO ids, a model's
+        # own names get ids 1, 2 ... and its own label table (segkit.labels.model_classes).
+        self.keep = [i for i, n in enumerate(names) if str(n) != "background"]
+        ids, own = model_classes(names)
+        self.label_names = own if own is not None else dict(COCO_CATEGORIES)
         self.prob_class_ids = tuple(ids)
         self.max_batch = max(1, int(max_batch))
 
@@ -91,12 +84,6 @@ class UnetSegmenter(Segmenter):
                                             prob_class_ids=self.prob_class_ids,
                                             label_names=self.label_names))
         return results
-
-
-def _coco_id(name) -> int | None:
-    if isinstance(name, int) or str(name).isdigit():
-        return int(name) if int(name) in COCO_CATEGORIES else None
-    return COCO_IDS_BY_NAME.get(str(name).strip().lower().replace("_", " "))
 
 
 def _read_metadata(model_path: Path) -> dict:

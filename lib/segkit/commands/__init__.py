@@ -1,0 +1,80 @@
+"""The `segkit` command: one subcommand per bin/ script, each the same main() the script calls.
+
+    segkit image -i photo.jpg        == bin/segment_image.py -i photo.jpg
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import threading
+
+# subcommand -> (module in segkit.commands, bin/ script, one-line summary)
+COMMANDS = {
+    "image": ("image", "segment_image.py", "segment photos: overlay, cut-out, masks, COCO JSON"),
+    "folder": ("folder", "segment_folder.py", "segment every image of a folder (resumable)"),
+    "webcam": ("webcam", "segment_webcam.py", "camera, video file or stream, live"),
+    "evaluate": ("evaluate", "evaluate.py", "score a model or a results file (AP or IoU)"),
+    "train": ("train", "train_person_unet.py", "train / fine-tune a person (or any class) model"),
+    "frames": ("frames", "video_to_frames.py", "video -> numbered frames + manifest.json"),
+    "gif": ("gif", "frames_to_gif.py", "frames (+ segmented) -> GIF / MP4 collage"),
+    "fetch": ("fetch", "fetch_model.py", "list, download and verify zoo models"),
+    "soup": ("soup", "soup_models.py", "average fine-tuning runs into one model"),
+}
+
+
+def usage() -> str:
+    rows = "\n".join(f"  {name:<9} {summary}" for name, (_, _, summary) in COMMANDS.items())
+    return (f"usage: segkit COMMAND [options]   (segkit COMMAND --help for its options)\n\n"
+            f"commands:\n{rows}\n")
+
+
+def run(name: str, argv: list[str] | None = None) -> int:
+    """Run one subcommand's main() with the usual error/exit-code handling."""
+    from segkit import cli
+
+    cli.quiet_frameworks("--verbose" in (sys.argv[1:] if argv is None else argv))
+    # Ctrl+C while the command's modules load (numpy, OpenCV ...): a KeyboardInterrupt raised
+    # inside an extension's import surfaces as an ImportError traceback, so end here instead.
+    main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    previous = signal.signal(signal.SIGINT, _interrupted_while_loading) if main_thread else None
+    try:
+        module = importlib.import_module(f"segkit.commands.{COMMANDS[name][0]}")
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+    return cli.run_main(module.main, argv)
+
+
+def _interrupted_while_loading(signum, frame):
+    print("segkit: interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), end="")
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            print(f"segkit {version('segkit')}")
+        except PackageNotFoundError:
+            print("segkit (not installed)")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(usage(), end="", file=sys.stderr)
+        print(f"segkit: error: unknown command {name!r} (choose from {', '.join(COMMANDS)})",
+              file=sys.stderr)
+        return 2
+    from segkit import cli
+
+    cli.INVOKED_AS = f"segkit {name}"
+    return run(name, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

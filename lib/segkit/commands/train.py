@@ -1,0 +1,150 @@
+#!/usr/bin/env python
+"""Train, evaluate and export the project's own person (or any COCO category) segmentation model.
+
+Examples:
+  train_person_unet.py --coco-root ../shared/data/coco --val-coco-root ../shared/data/coco \\
+      --folder ../shared/data/person --encoder mobilenetv2 --image-size 256 --epochs 40 \\
+      --output model_zoo/person_unet_mnv2
+  train_person_unet.py --folder pets_trimaps --num-classes 3 \\
+      --class-names background,pet,border --output model_zoo/pets_trimap   # multi-class masks
+  train_person_unet.py ... --resume          # continue a killed run from its last checkpoint
+  TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker",
+      "index": 0}}' train_person_unet.py ... --strategy multiworker   # one such process per worker
+
+The export folder gets model.keras, saved_model/, model.tflite, zoo.yaml, metrics.json and
+training_curves.png; checkpoints, state and TensorBoard logs stay in --run-dir (runs/NAME).
+Exit codes: 0 done, 1 error, 2 bad arguments, 3 the loss became NaN.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from segkit import cli
+
+    p = argparse.ArgumentParser(
+        prog=cli.prog("train_person_unet.py"), description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n\n")[1:]))
+    d = p.add_argument_group("data (repeat a flag to mix several sources)")
+    d.add_argument("--coco-root", action="append", default=[], metavar="DIR",
+                   help="COCO folder with train2017/ and annotations/instances_train2017.json")
+    d.add_argument("--coco-split", default="train2017", help="split name under --coco-root")
+    d.add_argument("--coco-ann", action="append", default=[], metavar="JSON",
+                   help="COCO instances file (pair with --coco-images)")
+    d.add_argument("--coco-images", action="append", default=[], metavar="DIR")
+    d.add_argument("--folder", action="append", default=[], metavar="DIR",
+                   help="folder with images/N.jpg and masks/N.png")
+    d.add_argument("--category", default="person", help="COCO category to segment (binary mask)")
+    d.add_argument("--include-negatives", action="store_true",
+                   help="also train on COCO images without the category")
+    d.add_argument("--num-classes", type=int, default=2,
+                   help="classes in the masks incl. background (>2: folder masks hold the class "
+                        "index, softmax output)")
+    d.add_argument("--class-names", help="comma-separated names of the output channels")
+    d.add_argument("--max-images", type=int, help="use at most N training images (smoke runs)")
+    v = p.add_argument_group("validation (each epoch)")
+    v.add_argument("--val-coco-root", action="append", default=[], metavar="DIR",
+                   help="COCO folder with val2017/ and annotations/instances_val2017.json")
+    v.add_argument("--val-folder", action="append", default=[], metavar="DIR")
+    v.add_argument("--val-split", type=float,
+                   help="hold out this fraction of the training images (default 0.1 when no "
+                        "validation source is given)")
+    m = p.add_argument_group("model and schedule")
+    m.add_argument("--encoder", choices=("mobilenetv2", "vgg16", "shallow", "selfie"),
+                   default="mobilenetv2",
+                   help="selfie = MediaPipe's pretrained selfie segmentation network, fine-tuned")
+    m.add_argument("--encoder-weights",
+                   help="none (train from scratch; the default for mobilenetv2/vgg16/shallow), "
+                        "imagenet (only if already in ~/.keras/models), mediapipe (the bundled "
+                        "selfie model; the default for --encoder selfie), or a weights file")
+    m.add_argument("--image-size", type=int, default=256)
+    m.add_argument("--epochs", type=int, default=30)
+    m.add_argument("--batch-size", type=int, default=8)
+    m.add_argument("--lr", type=float, default=1e-3)
+    m.add_argument("--loss", choices=("jaccard", "ce", "jaccard+ce"), default="jaccard+ce")
+    m.add_argument("--no-augment", action="store_true")
+    m.add_argument("--patience", type=int, default=8, help="early stopping patience (epochs)")
+    m.add_argument("--lr-patience", type=int, default=3, help="ReduceLROnPlateau patience")
+    m.add_argument("--ema", type=float, metavar="MOMENTUM",
+                   help="validate, checkpoint and export an exponential moving average of the "
+                        "weights (e.g. 0.99): smoother than the last step's weights on small data")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+                   help="tf.distribute: mirrored = all local GPUs (or the CPU); multiworker = one "
+                        "process per worker, cluster in TF_CONFIG, worker 0 writes the outputs; "
+                        "--batch-size is per replica")
+    o = p.add_argument_group("output")
+    o.add_argument("--output", required=True, metavar="DIR", help="export folder, model_zoo/NAME")
+    o.add_argument("--run-dir", metavar="DIR", help="checkpoints and logs (default runs/NAME)")
+    o.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    o.add_argument("--no-tflite", action="store_true", help="export Keras/SavedModel only")
+    o.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    cli.add_verbose_arg(p)
+    return p.parse_args(argv)
+
+
+def default_weights(encoder: str, weights: str | None) -> str | None:
+    """--encoder-weights as TrainConfig takes it: None = from scratch."""
+    if weights is None:
+        return "mediapipe" if encoder == "selfie" else None
+    return None if weights == "none" else weights
+
+
+def make_config(args):
+    from segkit.train import TrainConfig, coco_paths
+
+    if len(args.coco_ann) != len(args.coco_images):
+        raise ValueError("give --coco-ann and --coco-images the same number of times")
+    coco = [coco_paths(r, args.coco_split) for r in args.coco_root]
+    coco += [(Path(a), Path(i)) for a, i in zip(args.coco_ann, args.coco_images)]
+    names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    return TrainConfig(
+        output=Path(args.output), coco=coco, folders=[Path(f) for f in args.folder],
+        val_coco=[coco_paths(r, "val2017") for r in args.val_coco_root],
+        val_folders=[Path(f) for f in args.val_folder], val_split=args.val_split,
+        category=args.category, include_negatives=args.include_negatives,
+        num_classes=args.num_classes, class_names=names, encoder=args.encoder,
+        encoder_weights=default_weights(args.encoder, args.encoder_weights),
+        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        loss=args.loss, augment=not args.no_augment, patience=args.patience,
+        lr_patience=args.lr_patience, ema=args.ema, max_images=args.max_images,
+        run_dir=Path(args.run_dir) if args.run_dir else None, resume=args.resume,
+        seed=args.seed, tflite=not args.no_tflite, verbose=0 if args.quiet else 2,
+        strategy=args.strategy)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from segkit.train import TrainingDiverged, check_inputs, train
+
+    try:
+        cfg = make_config(args)
+        check_inputs(cfg)  # before TensorFlow loads: bad paths fail in a fraction of a second
+        metrics = train(cfg)
+    except TrainingDiverged as e:
+        print(f"segkit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except (ValueError, OSError) as e:
+        print(f"segkit: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+              file=sys.stderr)
+        return 1
+    early = " (early stop)" if metrics.get("stopped_early") else ""
+    if metrics.get("chief") is False:
+        print(f"trained as a non-chief worker for {metrics['epochs']} epochs{early}; "
+              "the chief writes the outputs")
+        return 0
+    print(f"trained {metrics['encoder']} {metrics['image_size']}px for {metrics['epochs']} epochs"
+          f"{early}: "
+          f"best {metrics['monitor']} {metrics['best_iou']:.3f} (epoch {metrics['best_epoch']}), "
+          f"{metrics['train_images_per_s']} images/s -> {cfg.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
