@@ -42,9 +42,9 @@ def test_classes_of_an_instance_model_pass_the_check(repo, tmp_path):
 def test_list_classes_is_the_chosen_models_without_download_or_tensorflow(repo, tmp_path):
     import os
     env = dict(os.environ, SEGKIT_MODEL_DIR=str(tmp_path))
-    code = ("import runpy, sys\n"
-            "sys.argv = ['segment_image.py'] + sys.argv[1:]\n"
-            "try:\n    runpy.run_path('bin/segment_image.py', run_name='__main__')\n"
+    code = ("import sys\n"
+            "from segkit.commands.image import main\n"
+            "try:\n    main(sys.argv[1:])\n"
             "except SystemExit as e:\n    assert not e.code, e.code\n"
             "assert 'tensorflow' not in sys.modules, 'imported tensorflow'\n")
     default = subprocess.run([sys.executable, "-c", code, "--list-classes"], capture_output=True,
@@ -71,7 +71,7 @@ def test_readme_example_keeps_only_the_asked_classes_of_the_80_class_model(repo,
     assert r.returncode == 0, r.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert {d["category_id"] for d in results} == {1, 22}  # person and elephant, nothing else
-    assert (tmp_path / "000000519208.png").stat().st_size > 0
+    assert (tmp_path / "000000519208.jpg").stat().st_size > 0  # JPEG in, JPEG overlay out
     only_person = run(repo, "segment_image.py", "-i", IMAGE, "--model", "yolov5s_seg_coco", "--classes", "person",
                       "-o", str(tmp_path / "p"), "--json")
     assert only_person.returncode == 0, only_person.stderr
