@@ -50,11 +50,12 @@ def test_list_classes_is_the_chosen_models_without_download_or_tensorflow(repo, 
     default = subprocess.run([sys.executable, "-c", code, "--list-classes"], capture_output=True,
                              text=True, cwd=repo, env=env, check=True)
     assert default.stdout.split() == ["1", "person"] and "person_selfie_coco" in default.stderr
-    coco = subprocess.run([sys.executable, "-c", code, "--list-classes", "--model",
-                           "mask_rcnn_inception_v2_coco_2018_01_28"], capture_output=True, text=True,
-                          cwd=repo, env=env, check=True)
-    assert len(coco.stdout.splitlines()) == 80 and "22  elephant" in coco.stdout
-    assert list(tmp_path.iterdir()) == []  # nothing fetched
+    for model in ("mask_rcnn_inception_v2_coco_2018_01_28", "yolov5s_seg_coco"):
+        # --model after --list-classes: the whole command line counts, not the order
+        coco = subprocess.run([sys.executable, "-c", code, "--list-classes", "--model", model],
+                              capture_output=True, text=True, cwd=repo, env=env, check=True)
+        assert len(coco.stdout.splitlines()) == 80 and "22  elephant" in coco.stdout and model in coco.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing fetched, nothing converted
 
 
 def test_list_classes_of_an_unknown_model_exits_2(repo):

@@ -269,7 +269,7 @@ def test_loader_detects_a_pt_checkpoint_as_yolo_seg(tmp_path):
     assert detect_family(pt) == ("yolo_seg", pt)
 
 
-@pytest.mark.parametrize("name,imgsz,fmt", [("yolov5s_seg_coco", 640, "fp32"), ("yolov5s_seg_coco_320", 320, "fp32"),
+@pytest.mark.parametrize("name,imgsz,fmt", [("yolov5s_seg_coco", 640, "fp32"), ("yolov5s_seg_coco_320", 320, "int8"),
                                              ("yolov5s_seg_coco_int8", 640, "int8")])
 def test_zoo_entries_choose_input_size_and_format(monkeypatch, name, imgsz, fmt):
     """The loader hands the entry's input_size and format to the converter (whose own tests

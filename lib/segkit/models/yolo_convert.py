@@ -135,6 +135,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shared model dir needs it readable
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -148,9 +149,10 @@ def _check_imgsz(imgsz, where) -> int:
 
 
 def estimated_seconds(pt_path: Path, imgsz: int) -> int:
-    """Rough conversion time on 2 cores (measured: yolov5s-seg ~25 s, yolov7-seg ~60 s at 640)."""
+    """Rough conversion time on 2 busy cores (measured at 640: yolov5s-seg 28-31 s, yolov7-seg
+    76-96 s; yolov7-seg at 320: 44-52 s)."""
     mb = Path(pt_path).stat().st_size / 1e6
-    return int(round(15 + 0.6 * mb * (imgsz / 640) ** 0.5))
+    return int(round(15 + 0.8 * mb * (imgsz / 640) ** 0.5))
 
 
 # --------------------------------------------------------------------------- conversion
@@ -174,10 +176,6 @@ def convert_checkpoint(pt_path: Path | str, out_dir: Path | str, imgsz: int = DE
     check_architecture(ck)  # refuse unknown modules before TensorFlow loads
     out_dir.mkdir(parents=True, exist_ok=True)
     sha = checkpoint_sha256(pt_path, out_dir)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    model = build_keras_model(ck, imgsz)
     head = ck.model.children["model"].children[str(len(ck.model.children["model"].children) - 1)]
     meta = {"nc": int(head.nc), "nm": int(head.nm), "imgsz": imgsz, "names": ck.names,
             "strides": [float(s) for s in np.asarray(head.stride).reshape(-1)],
@@ -185,9 +183,15 @@ def convert_checkpoint(pt_path: Path | str, out_dir: Path | str, imgsz: int = DE
             "outputs": "pred [1,N,5+nc+nm] xywh(px) obj cls(sigmoid) coeffs(raw); protos [1,h,w,nm]"}
     if len(meta["names"]) != meta["nc"]:
         raise CheckpointError(pt_path, f"{len(meta['names'])} class names for nc={meta['nc']}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    model = build_keras_model(ck, imgsz)
 
     spec = tf.TensorSpec([1, imgsz, imgsz, 3], tf.float32, name="images")
-    fn = tf.function(lambda x: tuple(model(x, training=False)), input_signature=[spec])
+    # do_not_convert: a plain call, nothing for autograph to rewrite (it would warn it cannot)
+    fn = tf.function(tf.autograph.experimental.do_not_convert(lambda x: tuple(model(x, training=False))),
+                     input_signature=[spec])
     # weights become constants (not resource variables read at every invoke)
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -222,8 +226,8 @@ def _export_savedmodel(tf, model, out_dir: Path, pt_path: Path, sha: str, imgsz:
         module = tf.Module()
         module.model = model  # tracks the weights the function captures
         spec = tf.TensorSpec([1, imgsz, imgsz, 3], tf.float32, name="images")
-        module.serve = tf.function(lambda images: dict(zip(("pred", "protos"), model(images, training=False))),
-                                   input_signature=[spec])
+        module.serve = tf.function(tf.autograph.experimental.do_not_convert(
+            lambda images: dict(zip(("pred", "protos"), model(images, training=False)))), input_signature=[spec])
         tf.saved_model.save(module, str(stage / "sm"), signatures={"serving_default": module.serve})
         if final.exists():
             shutil.rmtree(final)

@@ -305,7 +305,14 @@ def _Decode(na, no, nc, stride, grid, anchor_grid, name):
 
 def build_keras_model(ck: Checkpoint, imgsz: int = 640):
     """Keras model (input [B, imgsz, imgsz, 3] RGB 0..1) -> [pred, protos]."""
-    return _Builder(ck, imgsz).build()
+    try:
+        return _Builder(ck, imgsz).build()
+    except CheckpointError:
+        raise
+    except (KeyError, AttributeError, TypeError, IndexError, ValueError) as e:
+        # a record lacking a weight or attribute the forward needs, or weights of the wrong shape
+        text = " ".join(str(e).split())[:200]
+        raise CheckpointError(ck.path, f"malformed model ({type(e).__name__}: {text})") from None
 
 
 def keras_from_file(pt_path: Path | str, imgsz: int = 640):
