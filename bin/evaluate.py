@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", metavar="LIST", help="classes to score (semantic), e.g. 'person'")
     p.add_argument("--threshold", type=float, default=None,
                    help="semantic: probability (or instance score) a pixel/mask needs, default 0.5")
+    p.add_argument("--min-area", type=float, metavar="F",
+                   help="semantic models: drop predicted blobs smaller than this fraction of the image")
     p.add_argument("--semantic", action="store_true",
                    help="score IoU/precision/recall even for an instance model or results file")
     p.add_argument("--only-with-class", action="store_true",
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 figures = ev.PersonFigures(gt, cids)
                 metrics["semantic"] = ev.semantic_coco(seg, gt, args.images, img_ids, cids, args.threshold,
                                                        progress=bar, on_error=on_error,
-                                                       figures=figures).scores()
+                                                       figures=figures, min_area=args.min_area).scores()
                 metrics["figures"] = figures.scores()
             else:
                 from segkit.pipeline import Filter

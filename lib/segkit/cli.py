@@ -33,6 +33,9 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=_fraction, metavar="T",
                    help="minimum instance score / person probability, 0..1 (default 0.5)")
     g.add_argument("--max-instances", type=int, metavar="N", help="keep the N best instances per image")
+    g.add_argument("--min-area", type=_fraction, metavar="F",
+                   help="drop mask blobs (semantic) or instances smaller than this fraction of the "
+                        "image, e.g. 0.001: removes specks (default: keep all)")
     g.add_argument("--list-classes", action=_ListClasses, help="print the COCO class ids and names, then exit")
 
 
@@ -82,7 +85,7 @@ def build_filter(args):
         classes = parse_classes(args.classes)
     except ValueError as e:
         raise UsageError(f"--classes: {e}") from None
-    return Filter(classes, args.threshold, args.max_instances)
+    return Filter(classes, args.threshold, args.max_instances, getattr(args, "min_area", None))
 
 
 def load_model(args, progress: bool = True):

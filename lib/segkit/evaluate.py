@@ -253,7 +253,7 @@ def predicted_class_masks(seg: Segmentation, class_ids: tuple[int, ...]) -> np.n
 
 def semantic_coco(segmenter, gt, image_dir, img_ids: list[int], class_ids: tuple[int, ...],
                   threshold: float = 0.5, progress=None, on_error=None,
-                  figures: "PersonFigures | None" = None) -> PixelCounts:
+                  figures: "PersonFigures | None" = None, min_area: float | None = None) -> PixelCounts:
     """Run a model over COCO images and count pixels against the union of instances
     (``figures``, if given, sees every image's masks too)."""
     counts = PixelCounts(class_ids)
@@ -264,8 +264,8 @@ def semantic_coco(segmenter, gt, image_dir, img_ids: list[int], class_ids: tuple
         if figures is not None:
             figures.add(frame.index, pred, truth)
 
-    run_flow(_coco_frames(gt, image_dir, img_ids), segmenter, write, Filter(set(class_ids), threshold),
-             on_error=on_error, progress=progress)
+    run_flow(_coco_frames(gt, image_dir, img_ids), segmenter, write,
+             Filter(set(class_ids), threshold, min_area=min_area), on_error=on_error, progress=progress)
     return counts
 
 

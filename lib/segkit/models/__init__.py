@@ -76,7 +76,8 @@ def build_segmenter(family: str, path: Path, name: str = "", spec=None) -> Segme
         classes = _ordered_classes(spec) if spec is not None and spec.classes else [1]
         return TFLiteSegmenter(path, name, classes=classes,
                                normalize=(spec.normalize if spec is not None and spec.normalize else "unit"),
-                               resize=spec.extra.get("resize", "area") if spec is not None else "area")
+                               resize=spec.extra.get("resize", "area") if spec is not None else "area",
+                               output_pool=int(spec.extra.get("output_pool", 1)) if spec is not None else 1)
     if family == "unet":
         from segkit.models.unet import UnetSegmenter
         return UnetSegmenter(path, name)

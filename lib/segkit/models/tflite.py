@@ -70,8 +70,11 @@ class TFLiteSegmenter(Segmenter):
     semantic = True
 
     def __init__(self, path, name: str = "", classes: Sequence[int] = (1,), normalize: str = "unit",
-                 num_threads: int | None = None, resize: str = "area"):
+                 num_threads: int | None = None, resize: str = "area", output_pool: int = 1):
         super().__init__(name)
+        if output_pool < 1:
+            raise SegkitError(f"{path}: output_pool {output_pool}: a block size of at least 1")
+        self.output_pool = int(output_pool)
         if normalize not in NORMALIZERS:
             raise SegkitError(f"{path}: unknown normalize {normalize!r} (one of {', '.join(NORMALIZERS)})")
         if resize not in RESIZE_MODES:
@@ -117,7 +120,19 @@ class TFLiteSegmenter(Segmenter):
         return results
 
     def postprocess(self, probs: np.ndarray, height: int, width: int) -> Segmentation:
+        """Probabilities (never a thresholded mask) brought to the image size, so the threshold
+        is applied at full resolution and edges fall between pixels smoothly.
+
+        ``output_pool`` k > 1 first averages each k x k block of the output: a last layer that is
+        a stride-k transposed convolution (the selfie network's) paints every block from one
+        feature vector with k² different kernel taps, which shows as 1-pixel stripes along edges
+        and in doubtful regions (a comb once upsampled). The block mean removes that pattern and
+        keeps the network's real resolution (its stride)."""
         probs = np.ascontiguousarray(probs, np.float32)
+        k = self.output_pool
+        if k > 1 and probs.shape[0] % k == 0 and probs.shape[1] % k == 0:
+            probs = cv2.resize(probs, (probs.shape[1] // k, probs.shape[0] // k),
+                               interpolation=cv2.INTER_AREA)
         full = cv2.resize(probs, (width, height), interpolation=cv2.INTER_LINEAR)
         if full.ndim == 2:
             full = full[..., None]
