@@ -192,16 +192,17 @@ def test_evaluate_script_reports_the_three_figures_on_coco_val(tmp_path, coco_va
 
 def test_shipped_person_model_holds_its_three_figures_on_coco_val(gt, coco_val):
     """The committed default at its measured figures (bin/evaluate.py, COCO val2017, 128 images,
-    original size, threshold 0.5): (1) 0.375, (2) 0.620, false positives 9.3 %, 32²-96² recall
-    0.453. Issue #15's targets (0.50, 0.62, 3 %, 0.60) are NOT reached: every fine-tuning tried
-    there that lowered the false positives lost (2) (README, the recipes table), so the model
-    was kept."""
+    original size, threshold 0.5): (1) 0.436, (2) 0.621, false positives 5.9 %, 32²-96² recall
+    0.420 — against 0.374 / 0.618 / 9.3 % / 0.453 before issue #15. Its targets (0.50, 0.62, 3 %,
+    0.60) are NOT all reached: only (2) is; see the README's recipes table."""
     from segkit.models import load_segmenter
 
     shipped = load_segmenter("person_selfie_coco", download=False)
+    assert shipped.gate is not None  # the blob-confirming second network
     figures = ev.PersonFigures(gt, (1,))
     ev.semantic_coco(shipped, gt, coco_val[1], sorted(gt.getImgIds()), (1,), 0.5, figures=figures)
     f = figures.scores()["person"]
-    assert f["iou_all"] >= 0.37 and f["iou_with_class"] >= 0.615, f
-    assert f["fp_share_without_class"] <= 0.10, f
-    assert f["recall_by_size"]["medium"]["recall"] >= 0.44, f
+    assert f["iou_all"] >= 0.43 and f["iou_with_class"] >= 0.618, f
+    assert f["fp_share_without_class"] <= 0.065, f
+    assert f["recall_by_size"]["medium"]["recall"] >= 0.41, f
+    assert f["recall_by_size"]["large"]["recall"] >= 0.82, f

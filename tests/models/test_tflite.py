@@ -78,3 +78,19 @@ def test_output_pool_smooths_the_transposed_conv_stripes(repo):
     assert edge_crossings(pooled) < 0.75 * edge_crossings(raw)   # a shorter, smoother outline
     assert blobs(pooled) < blobs(raw)
     assert np.mean(pooled != raw) < 0.02                         # the same person
+
+
+def test_keep_confirmed_drops_only_blobs_the_gate_does_not_touch():
+    from segkit.models.tflite import keep_confirmed
+
+    probs = np.zeros((20, 20, 1), np.float32)
+    probs[2:10, 2:10] = 0.9          # confirmed by one gate pixel: kept whole, outline included
+    probs[14:18, 14:18] = 0.8        # no gate pixel on it: dropped
+    probs[0, 19] = 0.3               # below the threshold: not a blob, left alone
+    gate = np.zeros_like(probs)
+    gate[5, 5] = 0.7
+    gate[0, 0] = 0.9                 # gate pixels outside every blob add nothing
+    out = keep_confirmed(probs, gate)
+    assert np.array_equal(out[2:10, 2:10], probs[2:10, 2:10])
+    assert out[14:18, 14:18].max() == 0 and out[0, 19, 0] == pytest.approx(0.3)
+    assert out[0, 0, 0] == 0 and probs[14, 14, 0] == pytest.approx(0.8)  # input untouched

@@ -74,7 +74,13 @@ def build_segmenter(family: str, path: Path, name: str = "", spec=None) -> Segme
     if family == "tflite":
         from segkit.models.tflite import TFLiteSegmenter
         classes = _ordered_classes(spec) if spec is not None and spec.classes else [1]
-        return TFLiteSegmenter(path, name, classes=classes,
+        gate = None
+        if spec is not None and spec.extra.get("gate_file"):
+            # a second network whose mask must touch each blob (tflite.keep_confirmed)
+            gate = TFLiteSegmenter(Path(path).parent / spec.extra["gate_file"], f"{name} gate",
+                                   classes=classes, resize=spec.extra.get("gate_resize", "linear"),
+                                   output_pool=int(spec.extra.get("output_pool", 1)))
+        return TFLiteSegmenter(path, name, classes=classes, gate=gate,
                                normalize=(spec.normalize if spec is not None and spec.normalize else "unit"),
                                resize=spec.extra.get("resize", "area") if spec is not None else "area",
                                output_pool=int(spec.extra.get("output_pool", 1)) if spec is not None else 1)
