@@ -120,3 +120,87 @@ def test_shipped_default_person_model_beats_the_selfie_model_on_coco_val(gt, coc
     assert ours["iou"] >= 0.60, ours
     assert ours["iou"] > base["iou"] + 0.08
     assert ours["precision"] > base["precision"] and ours["recall"] > base["recall"]
+
+
+def _tiny_coco():
+    """Two 10x10 images: one with a 2x2 and a 6x6 person, one without people."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    def box(img, ann_id, x, y, s, crowd=0):
+        poly = [x, y, x + s, y, x + s, y + s, x, y + s]
+        return {"id": ann_id, "image_id": img, "category_id": 1, "iscrowd": crowd,
+                "segmentation": [poly], "area": s * s, "bbox": [x, y, s, s]}
+
+    coco = COCO()
+    coco.dataset = {"images": [{"id": 1, "width": 10, "height": 10, "file_name": "1.jpg"},
+                               {"id": 2, "width": 10, "height": 10, "file_name": "2.jpg"}],
+                    "annotations": [box(1, 1, 0, 0, 2), box(1, 2, 4, 4, 6)],
+                    "categories": [{"id": 1, "name": "person"}]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def test_person_figures_split_false_positives_and_size_recall():
+    gt = _tiny_coco()
+    f = ev.PersonFigures(gt, (1,))
+    truth1 = ev.coco_class_truth(gt, 1, (1,))
+    assert truth1.sum() == 4 + 36
+    pred1 = np.zeros_like(truth1)
+    pred1[0, 4:10, 4:10] = True                     # the 6x6 person found, the 2x2 one missed
+    pred1[0, 0, 9] = True                           # one false positive pixel
+    f.add(1, pred1, truth1)
+    pred2 = np.zeros((1, 10, 10), bool)
+    pred2[0, :5] = True                             # half of the person-free image painted
+    f.add(2, pred2, np.zeros_like(pred2))
+    s = f.scores()["person"]
+    assert s["iou_with_class"] == pytest.approx(36 / 41)
+    assert s["iou_all"] == pytest.approx(36 / (41 + 50))       # the 50 false pixels count here only
+    assert s["fp_share_without_class"] == pytest.approx(0.5)
+    r = s["recall_by_size"]
+    assert r["small"] == {"recall": pytest.approx(36 / 40), "instances": 2}  # both < 32² pixels
+    assert r["medium"] == r["large"] == {"recall": None, "instances": 0}
+    assert (s["images_with_class"], s["images_without_class"]) == (1, 1)
+    assert "50.0" in ev.format_figures(f.scores())
+
+
+def test_evaluate_script_reports_the_three_figures_on_coco_val(tmp_path, coco_val):
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "bin" / "evaluate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from segkit import cli
+
+    out = tmp_path / "metrics.json"
+    rc = cli.run_main(mod.main, ["--annotations", str(coco_val[0]), "--images", str(coco_val[1]),
+                                 "--model-path", str(MODEL), "--quiet", "-o", str(out)])
+    assert rc == 0
+    m = json.loads(out.read_text())
+    f, sem = m["figures"]["person"], m["semantic"]["person"]
+    assert f["iou_all"] == pytest.approx(sem["iou"])          # every image scored: same pooled IoU
+    assert f["iou_with_class"] > f["iou_all"]                 # selfie paints person-free photos
+    assert (f["images_with_class"], f["images_without_class"]) == (61, 67)
+    assert 0.05 < f["fp_share_without_class"] < 0.25
+    r = f["recall_by_size"]
+    assert r["small"]["recall"] < r["medium"]["recall"] < r["large"]["recall"]
+    assert sum(b["instances"] for b in r.values()) > 200
+
+
+def test_shipped_person_model_holds_its_three_figures_on_coco_val(gt, coco_val):
+    """The committed default at its measured figures (bin/evaluate.py, COCO val2017, 128 images,
+    original size, threshold 0.5): (1) 0.436, (2) 0.621, false positives 5.9 %, 32²-96² recall
+    0.420 — against 0.374 / 0.618 / 9.3 % / 0.453 before issue #15. Its targets (0.50, 0.62, 3 %,
+    0.60) are NOT all reached: only (2) is; see the README's recipes table."""
+    from segkit.models import load_segmenter
+
+    shipped = load_segmenter("person_selfie_coco", download=False)
+    assert shipped.gate is not None  # the blob-confirming second network
+    figures = ev.PersonFigures(gt, (1,))
+    ev.semantic_coco(shipped, gt, coco_val[1], sorted(gt.getImgIds()), (1,), 0.5, figures=figures)
+    f = figures.scores()["person"]
+    assert f["iou_all"] >= 0.43 and f["iou_with_class"] >= 0.618, f
+    assert f["fp_share_without_class"] <= 0.065, f
+    assert f["recall_by_size"]["medium"]["recall"] >= 0.41, f
+    assert f["recall_by_size"]["large"]["recall"] >= 0.82, f

@@ -83,3 +83,22 @@ def test_semantic_result_becomes_one_instance_per_present_class():
     assert seg.foreground().sum() == 200
     assert seg.filter(threshold=0.95).foreground().sum() == 0
     assert len(seg.filter(classes={18}).as_instances()) == 0
+
+
+def test_min_area_drops_specks_not_people():
+    probs = np.zeros((100, 100, 1), np.float32)
+    probs[10:60, 10:40] = 0.9        # a person: 15 % of the image
+    probs[80:82, 80:82] = 0.8        # a speck: 0.04 %
+    probs[90:95, 5:10] = 0.3         # below the threshold: left as it is
+    seg = Segmentation(100, 100, probs=probs, prob_class_ids=(1,))
+    kept = seg.filter(threshold=0.5, min_area=0.001)
+    assert kept.foreground().sum() == 50 * 30
+    assert kept.probs[90, 5, 0] == pytest.approx(0.3) and seg.probs[80, 80, 0] == pytest.approx(0.8)
+    assert seg.filter(threshold=0.5).foreground().sum() == 50 * 30 + 4
+    # instances: masks smaller than the fraction go
+    masks = np.zeros((2, 100, 100), bool)
+    masks[0, :50, :50] = True
+    masks[1, :2, :2] = True
+    inst = Segmentation(100, 100, masks=masks, boxes=np.zeros((2, 4), np.float32),
+                        class_ids=np.array([1, 1], np.int32), scores=np.array([0.9, 0.95], np.float32))
+    assert len(inst.filter(min_area=0.001)) == 1 and len(inst.filter()) == 2

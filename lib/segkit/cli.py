@@ -85,6 +85,9 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=_fraction, metavar="T",
                    help="minimum instance score / person probability, 0..1 (default 0.5)")
     g.add_argument("--max-instances", type=int, metavar="N", help="keep the N best instances per image")
+    g.add_argument("--min-area", type=_fraction, metavar="F",
+                   help="drop mask blobs (semantic) or instances smaller than this fraction of the "
+                        "image, e.g. 0.001: removes specks (default: keep all)")
     g.add_argument("--list-classes", action=_ListClasses,
                    help="print the COCO ids and names of the classes the chosen model (--model / "
                         "--model-path, else the default model) can produce, then exit")
@@ -195,7 +198,7 @@ def build_filter(args):
     except ValueError as e:
         raise UsageError(f"--classes: {e}") from None
     check_classes(args, classes)
-    return Filter(classes, args.threshold, args.max_instances)
+    return Filter(classes, args.threshold, args.max_instances, getattr(args, "min_area", None))
 
 
 def declared_label_names(args) -> dict[int, str] | None:

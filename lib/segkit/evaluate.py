@@ -252,20 +252,25 @@ def predicted_class_masks(seg: Segmentation, class_ids: tuple[int, ...]) -> np.n
 
 
 def semantic_coco(segmenter, gt, image_dir, img_ids: list[int], class_ids: tuple[int, ...],
-                  threshold: float = 0.5, progress=None, on_error=None) -> PixelCounts:
-    """Run a model over COCO images and count pixels against the union of instances."""
+                  threshold: float = 0.5, progress=None, on_error=None,
+                  figures: "PersonFigures | None" = None, min_area: float | None = None) -> PixelCounts:
+    """Run a model over COCO images and count pixels against the union of instances
+    (``figures``, if given, sees every image's masks too)."""
     counts = PixelCounts(class_ids)
 
     def write(frame: Frame, seg: Segmentation):
-        counts.add(predicted_class_masks(seg, class_ids), coco_class_truth(gt, frame.index, class_ids))
+        pred, truth = predicted_class_masks(seg, class_ids), coco_class_truth(gt, frame.index, class_ids)
+        counts.add(pred, truth)
+        if figures is not None:
+            figures.add(frame.index, pred, truth)
 
-    run_flow(_coco_frames(gt, image_dir, img_ids), segmenter, write, Filter(set(class_ids), threshold),
-             on_error=on_error, progress=progress)
+    run_flow(_coco_frames(gt, image_dir, img_ids), segmenter, write,
+             Filter(set(class_ids), threshold, min_area=min_area), on_error=on_error, progress=progress)
     return counts
 
 
 def semantic_coco_results(gt, results: list[dict], img_ids: list[int], class_ids: tuple[int, ...],
-                          threshold: float = 0.5) -> PixelCounts:
+                          threshold: float = 0.5, figures: "PersonFigures | None" = None) -> PixelCounts:
     """Pixel counts of a COCO results file (union of its masks scoring >= ``threshold``)."""
     from pycocotools import mask as mask_utils
 
@@ -285,6 +290,8 @@ def semantic_coco_results(gt, results: list[dict], img_ids: list[int], class_ids
                 rle = mask_utils.merge(mask_utils.frPyObjects(rle, info["height"], info["width"]))
             pred[index[r["category_id"]]] |= mask_utils.decode(rle).astype(bool)
         counts.add(pred, truth)
+        if figures is not None:
+            figures.add(iid, pred, truth)
     return counts
 
 
@@ -320,6 +327,106 @@ def semantic_folder(segmenter, images_dir, masks_dir, class_id: int, threshold: 
     run_flow(prefetch_map(read, pairs), segmenter, write, Filter({class_id}, threshold),
              on_error=on_error, progress=progress)
     return counts
+
+
+# --------------------------------------------------------------------------- person figures
+#: Instance size buckets of pixel recall (COCO's small / medium / large, by mask area in pixels).
+SIZE_BUCKETS = (("small", 0, 32 ** 2), ("medium", 32 ** 2, 96 ** 2), ("large", 96 ** 2, float("inf")))
+
+
+class PersonFigures:
+    """The three figures of a semantic (person) model on a COCO set, per class:
+
+    1. ``iou_all``: pooled IoU over ALL images, the ones without the class included (a model that
+       paints the class everywhere pays for it here);
+    2. ``iou_with_class``: pooled IoU over only the images holding the class (the usual protocol
+       for person models; blind to false positives on images without people);
+    3. ``fp_share_without_class``: the share of pixels of images without the class that are
+       predicted as the class, and ``recall_by_size``: the share of each ground-truth instance's
+       pixels that are predicted, pooled per COCO size bucket (crowd regions left out).
+    Checkpoints and models are compared on (1).
+    """
+
+    def __init__(self, gt, class_ids: tuple[int, ...]):
+        self.gt, self.class_ids = gt, tuple(class_ids)
+        n, b = len(self.class_ids), len(SIZE_BUCKETS)
+        self._lock = threading.Lock()
+        # pooled tp/fp/fn over images with / without the class; pixels of images without it
+        self.with_cls = np.zeros((3, n), np.int64)
+        self.without_cls = np.zeros((3, n), np.int64)
+        self.pixels_without = np.zeros(n, np.int64)
+        self.images_with = np.zeros(n, np.int64)
+        self.images_without = np.zeros(n, np.int64)
+        self.size_hit = np.zeros((n, b), np.int64)     # predicted pixels inside instances
+        self.size_total = np.zeros((n, b), np.int64)   # instance pixels
+        self.size_count = np.zeros((n, b), np.int64)   # instances
+
+    def add(self, img_id: int, pred: np.ndarray, truth: np.ndarray) -> None:
+        """``pred``/``truth``: bool [C,H,W] in ``class_ids`` order, of COCO image ``img_id``."""
+        index = {c: k for k, c in enumerate(self.class_ids)}
+        hit = np.zeros_like(self.size_hit)
+        total = np.zeros_like(self.size_total)
+        count = np.zeros_like(self.size_count)
+        for ann in self.gt.imgToAnns[img_id]:
+            k = index.get(ann["category_id"])
+            if k is None or ann.get("iscrowd", 0):
+                continue
+            m = self.gt.annToMask(ann).astype(bool)
+            area = int(np.count_nonzero(m))
+            if not area:
+                continue
+            b = next(j for j, (_, lo, hi) in enumerate(SIZE_BUCKETS) if lo <= area < hi)
+            hit[k, b] += np.count_nonzero(pred[k] & m)
+            total[k, b] += area
+            count[k, b] += 1
+        p, t = pred.reshape(len(self.class_ids), -1), truth.reshape(len(self.class_ids), -1)
+        tp = np.count_nonzero(p & t, axis=1)
+        fp = np.count_nonzero(p, axis=1) - tp
+        fn = np.count_nonzero(t, axis=1) - tp
+        has = np.count_nonzero(t, axis=1) > 0
+        stats = np.stack([tp, fp, fn])
+        with self._lock:
+            self.with_cls += stats * has
+            self.without_cls += stats * ~has
+            self.pixels_without += p.shape[1] * ~has
+            self.images_with += has
+            self.images_without += ~has
+            self.size_hit += hit
+            self.size_total += total
+            self.size_count += count
+
+    def scores(self) -> dict:
+        """{class name: {iou_all, iou_with_class, fp_share_without_class, recall_by_size:
+        {small|medium|large: {recall, instances}}, images_with_class, images_without_class}}."""
+        out = {}
+        for k, cid in enumerate(self.class_ids):
+            w, wo = self.with_cls[:, k], self.without_cls[:, k]
+            tp, fp, fn = w + wo
+            out[class_name(cid)] = {
+                "iou_all": _ratio(int(tp), int(tp + fp + fn)),
+                "iou_with_class": _ratio(int(w[0]), int(w.sum())),
+                "fp_share_without_class": _ratio(int(wo[1]), int(self.pixels_without[k])),
+                "recall_by_size": {
+                    name: {"recall": _ratio(int(self.size_hit[k, j]), int(self.size_total[k, j])),
+                           "instances": int(self.size_count[k, j])}
+                    for j, (name, _, _) in enumerate(SIZE_BUCKETS)},
+                "images_with_class": int(self.images_with[k]),
+                "images_without_class": int(self.images_without[k]),
+            }
+        return out
+
+
+def format_figures(figures: dict) -> str:
+    """Readable text of :meth:`PersonFigures.scores`."""
+    lines = [f"{'class':<14} {'IoU all':>8} {'IoU w/':>8} {'FP w/o':>7}   recall by size "
+             f"(<32², 32²-96², >96²)  images w/ | w/o"]
+    for name, f in figures.items():
+        r = f["recall_by_size"]
+        sizes = "  ".join(f"{_pct(r[b]['recall']):>5} ({r[b]['instances']})" for b, _, _ in SIZE_BUCKETS)
+        lines.append(f"{name:<14} {_pct(f['iou_all']):>8} {_pct(f['iou_with_class']):>8} "
+                     f"{_pct(f['fp_share_without_class']):>7}   {sizes}  "
+                     f"{f['images_with_class']} | {f['images_without_class']}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- report

@@ -80,9 +80,10 @@ class Filter:
     classes: set[int] | None = None
     threshold: float | None = None
     max_instances: int | None = None
+    min_area: float | None = None  # fraction of the image: smaller blobs / instances are dropped
 
     def __call__(self, seg: Segmentation) -> Segmentation:
-        return seg.filter(self.classes, self.threshold, self.max_instances)
+        return seg.filter(self.classes, self.threshold, self.max_instances, self.min_area)
 
 
 def run_flow(frames: Iterable[Frame], segmenter: Segmenter,

@@ -47,18 +47,22 @@ class Segmentation:
 
     # -------------------------------------------------------------- filtering
     def filter(self, classes: set[int] | None = None, threshold: float | None = None,
-               max_instances: int | None = None) -> "Segmentation":
+               max_instances: int | None = None, min_area: float | None = None) -> "Segmentation":
         """Keep instances of ``classes`` scoring >= ``threshold``, best ``max_instances`` first.
 
         For semantic results, ``classes`` drops probability channels and ``threshold`` sets the
-        probability above which a pixel counts as the class.
+        probability above which a pixel counts as the class. ``min_area`` (a fraction of the
+        image) drops semantic blobs (8-connected) and instance masks smaller than that.
         """
         if self.is_semantic:
             keep = [i for i, c in enumerate(self.prob_class_ids) if classes is None or c in classes]
-            return replace(self, probs=self.probs[..., keep],
-                           prob_class_ids=tuple(self.prob_class_ids[i] for i in keep),
-                           mask_threshold=self.mask_threshold if threshold is None else threshold)
+            out = replace(self, probs=self.probs[..., keep],
+                          prob_class_ids=tuple(self.prob_class_ids[i] for i in keep),
+                          mask_threshold=self.mask_threshold if threshold is None else threshold)
+            return out._without_specks(min_area) if min_area else out
         keep = np.ones(len(self), bool)
+        if min_area:
+            keep &= self.masks.reshape(len(self), -1).sum(axis=1) >= min_area * self.height * self.width
         if classes is not None:
             keep &= np.isin(self.class_ids, list(classes))
         if threshold is not None:
@@ -69,6 +73,22 @@ class Segmentation:
             idx = idx[:max_instances]
         return replace(self, masks=self.masks[idx], boxes=self.boxes[idx],
                        class_ids=self.class_ids[idx], scores=self.scores[idx])
+
+    def _without_specks(self, min_area: float) -> "Segmentation":
+        """Semantic: probabilities set to 0 in blobs above the threshold covering less than
+        ``min_area`` of the image (a copy; the other pixels keep their probabilities)."""
+        import cv2
+
+        probs = self.probs.copy()
+        min_pixels = min_area * self.height * self.width
+        for i in range(probs.shape[-1]):
+            mask = (probs[..., i] >= self.mask_threshold).astype(np.uint8)
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            small = stats[:, cv2.CC_STAT_AREA] < min_pixels
+            small[0] = False  # label 0 is the background
+            if small.any():
+                probs[..., i][small[labels]] = 0.0
+        return replace(self, probs=probs)
 
     # ----------------------------------------------------------------- masks
     def class_masks(self) -> list[tuple[int, np.ndarray]]:

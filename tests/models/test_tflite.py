@@ -52,3 +52,45 @@ def test_resize_mode_follows_the_zoo_entry(repo):
     averaged = shipped.preprocess(img)
     assert as_trained.shape == averaged.shape == (1, 256, 256, 3)
     assert np.abs(as_trained - averaged).max() > 0.05
+
+
+def test_output_pool_smooths_the_transposed_conv_stripes(repo):
+    """The bundled person model's stride-2 transposed-conv head paints 1-pixel stripes; averaging
+    2x2 output blocks before upsampling (its zoo entry says output_pool: 2) removes the comb-like
+    edges and specks without moving the mask."""
+    from segkit.models.tflite import TFLiteSegmenter
+
+    import cv2
+
+    img = read_image(repo / "images" / "000000519208.jpg")
+    path = repo / "model_zoo" / "person_selfie_coco" / "model.tflite"
+    raw = TFLiteSegmenter(path, resize="linear").segment_one(img).foreground()
+    zoo = load_segmenter("person_selfie_coco", download=False)
+    assert zoo.output_pool == 2
+    pooled = zoo.segment_one(img).foreground()
+
+    def edge_crossings(m):
+        return np.count_nonzero(m[:, 1:] != m[:, :-1]) + np.count_nonzero(m[1:] != m[:-1])
+
+    def blobs(m):
+        return cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] - 1
+
+    assert edge_crossings(pooled) < 0.75 * edge_crossings(raw)   # a shorter, smoother outline
+    assert blobs(pooled) < blobs(raw)
+    assert np.mean(pooled != raw) < 0.02                         # the same person
+
+
+def test_keep_confirmed_drops_only_blobs_the_gate_does_not_touch():
+    from segkit.models.tflite import keep_confirmed
+
+    probs = np.zeros((20, 20, 1), np.float32)
+    probs[2:10, 2:10] = 0.9          # confirmed by one gate pixel: kept whole, outline included
+    probs[14:18, 14:18] = 0.8        # no gate pixel on it: dropped
+    probs[0, 19] = 0.3               # below the threshold: not a blob, left alone
+    gate = np.zeros_like(probs)
+    gate[5, 5] = 0.7
+    gate[0, 0] = 0.9                 # gate pixels outside every blob add nothing
+    out = keep_confirmed(probs, gate)
+    assert np.array_equal(out[2:10, 2:10], probs[2:10, 2:10])
+    assert out[14:18, 14:18].max() == 0 and out[0, 19, 0] == pytest.approx(0.3)
+    assert out[0, 0, 0] == 0 and probs[14, 14, 0] == pytest.approx(0.8)  # input untouched

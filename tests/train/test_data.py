@@ -113,3 +113,19 @@ def test_augmentation_keeps_mask_aligned_and_sources_mix(tmp_path):
         assert (y[..., 0][bright] == 1).mean() > 0.97 and (y[..., 0][dark] == 0).mean() > 0.97
         seen += len(x)
     assert seen == 6
+
+
+def test_small_instances_weigh_more(coco_train):
+    from segkit.train.data import WEIGHT_SCALE, small_instance_weight
+
+    assert small_instance_weight(96 ** 2, 3) == 1.0 and small_instance_weight(48 ** 2, 3) == 2.0
+    assert small_instance_weight(10, 3) == 3.0 and small_instance_weight(500 ** 2, 3) == 1.0
+    ann, images = coco_paths(shared_path("coco"), "train2017")
+    src, plain = CocoSource(ann, images, small_weight=3), coco_train
+    for k in range(8):
+        m, base = src.mask(k), plain.mask(k)
+        assert m.shape[-1] == 2 and np.array_equal(m[..., :1], base)
+        w = m[..., 1]
+        assert w[base[..., 0] == 0].max(initial=WEIGHT_SCALE) >= WEIGHT_SCALE  # background: 1
+        assert WEIGHT_SCALE <= w.min() and w.max() <= 3 * WEIGHT_SCALE
+    assert any((src.mask(k)[..., 1] > WEIGHT_SCALE).any() for k in range(len(src)))

@@ -64,3 +64,43 @@ def test_losses_compose_and_survive_serialization():
     assert float(again(y, p)) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="unknown loss 'dice'"):
         make_loss("dice")
+
+
+def test_split_iou_separates_images_with_and_without_the_class():
+    from segkit.train.losses import SplitIoU
+
+    y = np.zeros((2, 2, 4, 1), np.float32)
+    y[0, :, :2] = 1                                 # image 0: a person on the left half
+    p = np.zeros_like(y)
+    p[0, :, :1] = 0.9                               # half of it found
+    p[1, 0, :] = 0.8                                # image 1 (no person): a quarter... half painted
+    with_cls, fp = SplitIoU("with_class"), SplitIoU("fp_without_class")
+    with_cls.update_state(y, p)
+    fp.update_state(y, p)
+    assert float(with_cls.result()) == pytest.approx(2 / 4)    # the painted empty image not counted
+    assert float(fp.result()) == pytest.approx(4 / 8)
+    iou = IoUScore(1)
+    iou.update_state(y, p)
+    assert float(iou.result()) == pytest.approx(2 / 8)         # figure (1): all images pooled
+
+
+def test_weight_channel_scales_cross_entropy_and_leaves_jaccard_alone():
+    from segkit.train.losses import HardNegativeCE
+
+    y = np.zeros((1, 1, 2, 2), np.float32)
+    y[0, 0, 0] = [1, 48]                            # a small person's pixel, weight 3 (code 48/16)
+    y[0, 0, 1] = [0, 16]                            # background, weight 1
+    p = np.array([[[[0.5], [0.5]]]], np.float32)
+    ce_w = float(CrossEntropy()(y, p))
+    assert ce_w == pytest.approx(np.log(2), rel=1e-4)           # equal per-pixel loss: same mean
+    p2 = np.array([[[[0.9], [0.5]]]], np.float32)
+    unweighted = (-np.log(0.9) + np.log(2)) / 2
+    weighted = (3 * -np.log(0.9) + np.log(2)) / 4
+    assert float(CrossEntropy()(y, p2)) == pytest.approx(weighted, rel=1e-3)
+    assert float(CrossEntropy()(y[..., :1], p2)) == pytest.approx(unweighted, rel=1e-3)
+    assert float(JaccardLoss()(y, p2)) == pytest.approx(float(JaccardLoss()(y[..., :1], p2)))
+    # hard negatives: only the worst background pixels count, people are ignored
+    yb = np.zeros((1, 1, 4, 1), np.float32)
+    yb[0, 0, 0] = 1
+    pb = np.array([[[[0.01], [0.9], [0.2], [0.1]]]], np.float32)
+    assert float(HardNegativeCE(0.25)(yb, pb)) == pytest.approx(-np.log(0.1), rel=1e-3)

@@ -20,7 +20,10 @@ EPILOG = """examples:
 
 instance models (and results files) get COCO box and mask AP; semantic models get IoU, precision
 and recall per class, pooled over all pixels of the set and as the mean per image.
---semantic scores an instance model / results file that way too (union of its masks per class)."""
+--semantic scores an instance model / results file that way too (union of its masks per class).
+On COCO, semantic scores add the three figures models are compared on: (1) pooled IoU over all
+images, (2) pooled IoU over the images with the class, (3) the false-positive pixel share on
+images without it, with pixel recall of instances by size (<32², 32²-96², >96² pixels)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", metavar="LIST", help="classes to score (semantic), e.g. 'person'")
     p.add_argument("--threshold", type=float, default=None,
                    help="semantic: probability (or instance score) a pixel/mask needs, default 0.5")
+    p.add_argument("--min-area", type=float, metavar="F",
+                   help="semantic models: drop predicted blobs smaller than this fraction of the image")
     p.add_argument("--semantic", action="store_true",
                    help="score IoU/precision/recall even for an instance model or results file")
     p.add_argument("--instance", action="store_true",
@@ -100,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                 cids = tuple(sorted(classes)) if classes else tuple(sorted({r["category_id"] for r in results}))
                 if args.only_with_class:
                     img_ids = ev.images_with_classes(gt, img_ids, cids)
-                metrics["semantic"] = ev.semantic_coco_results(gt, results, img_ids, cids, args.threshold).scores()
+                figures = ev.PersonFigures(gt, cids)
+                metrics["semantic"] = ev.semantic_coco_results(gt, results, img_ids, cids, args.threshold,
+                                                               figures=figures).scores()
+                metrics["figures"] = figures.scores()
             else:
                 metrics.update(ev.coco_ap(gt, results, per_class=args.per_class, img_ids=img_ids))
             source = args.results
@@ -113,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                 if args.only_with_class:
                     img_ids = ev.images_with_classes(gt, img_ids, cids)
                     bar.total = len(img_ids)
+                figures = ev.PersonFigures(gt, cids)
                 metrics["semantic"] = ev.semantic_coco(seg, gt, args.images, img_ids, cids, args.threshold,
-                                                       progress=bar, on_error=on_error).scores()
+                                                       progress=bar, on_error=on_error,
+                                                       figures=figures, min_area=args.min_area).scores()
+                metrics["figures"] = figures.scores()
             else:
                 from segkit.pipeline import Filter
                 results = ev.predict_coco(seg, gt, args.images, img_ids, Filter(classes, None, 100),
@@ -135,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate: scored {scope['images_scored']} of {scope['images_annotated']} annotated "
               f"images ({scope['images_which']})")
     print(ev.format_table(metrics))
+    if metrics.get("figures"):
+        print(ev.format_figures(metrics["figures"]))
     if args.metrics_file:
         write_json(args.metrics_file, metrics)
         print(f"metrics: {args.metrics_file}")

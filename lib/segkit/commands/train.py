@@ -42,6 +42,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--category", default="person", help="COCO category to segment (binary mask)")
     d.add_argument("--include-negatives", action="store_true",
                    help="also train on COCO images without the category")
+    d.add_argument("--small-weight", type=float, metavar="MAX",
+                   help="weight the loss of small instances' pixels by 96/sqrt(area), at most MAX "
+                        "(e.g. 3: a 32x32 person's pixels count 3x)")
+    d.add_argument("--hard-negatives", type=float, metavar="FRACTION",
+                   help="add the mean loss of the FRACTION (e.g. 0.02) hardest background pixels "
+                        "of each batch (online hard-negative mining)")
     d.add_argument("--num-classes", type=int, default=2,
                    help="classes in the masks incl. background (>2: folder masks hold the class "
                         "index, softmax output)")
@@ -50,6 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     v = p.add_argument_group("validation (each epoch)")
     v.add_argument("--val-coco-root", action="append", default=[], metavar="DIR",
                    help="COCO folder with val2017/ and annotations/instances_val2017.json")
+    v.add_argument("--val-coco-ann", action="append", default=[], metavar="JSON",
+                   help="validation COCO annotation file (with --val-coco-images; e.g. a held-out "
+                        "split, so checkpoints are not picked on the set the model is reported on)")
+    v.add_argument("--val-coco-images", action="append", default=[], metavar="DIR")
     v.add_argument("--val-folder", action="append", default=[], metavar="DIR")
     v.add_argument("--val-split", type=float,
                    help="hold out this fraction of the training images (default 0.1 when no "
@@ -100,14 +110,18 @@ def make_config(args):
 
     if len(args.coco_ann) != len(args.coco_images):
         raise ValueError("give --coco-ann and --coco-images the same number of times")
+    if len(args.val_coco_ann) != len(args.val_coco_images):
+        raise ValueError("give --val-coco-ann and --val-coco-images the same number of times")
     coco = [coco_paths(r, args.coco_split) for r in args.coco_root]
     coco += [(Path(a), Path(i)) for a, i in zip(args.coco_ann, args.coco_images)]
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
     return TrainConfig(
         output=Path(args.output), coco=coco, folders=[Path(f) for f in args.folder],
-        val_coco=[coco_paths(r, "val2017") for r in args.val_coco_root],
+        val_coco=[coco_paths(r, "val2017") for r in args.val_coco_root]
+        + [(Path(a), Path(i)) for a, i in zip(args.val_coco_ann, args.val_coco_images)],
         val_folders=[Path(f) for f in args.val_folder], val_split=args.val_split,
         category=args.category, include_negatives=args.include_negatives,
+        small_weight=args.small_weight, hard_negatives=args.hard_negatives,
         num_classes=args.num_classes, class_names=names, encoder=args.encoder,
         encoder_weights=default_weights(args.encoder, args.encoder_weights),
         image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

@@ -77,9 +77,16 @@ def build_segmenter(family: str, path: Path, name: str = "", spec=None, progress
         from segkit.models.tflite import TFLiteSegmenter
         # Channel order matters: the registry's order, COCO ids or the model's own names.
         classes, own = model_classes(spec.classes) if spec is not None and spec.classes else ([1], None)
-        return TFLiteSegmenter(path, name, classes=classes, label_names=own,
+        gate = None
+        if spec is not None and spec.extra.get("gate_file"):
+            # a second network whose mask must touch each blob (tflite.keep_confirmed)
+            gate = TFLiteSegmenter(Path(path).parent / spec.extra["gate_file"], f"{name} gate",
+                                   classes=classes, resize=spec.extra.get("gate_resize", "linear"),
+                                   output_pool=int(spec.extra.get("output_pool", 1)))
+        return TFLiteSegmenter(path, name, classes=classes, label_names=own, gate=gate,
                                normalize=(spec.normalize if spec is not None and spec.normalize else "unit"),
-                               resize=spec.extra.get("resize", "area") if spec is not None else "area")
+                               resize=spec.extra.get("resize", "area") if spec is not None else "area",
+                               output_pool=int(spec.extra.get("output_pool", 1)) if spec is not None else 1)
     if family == "unet":
         from segkit.models.unet import UnetSegmenter
         return UnetSegmenter(path, name)

@@ -25,7 +25,8 @@ from pathlib import Path
 STATE_FILE = "state.json"
 # What must match for --resume to continue the same run (the rest may change, e.g. --epochs).
 RESUME_KEYS = ("encoder", "image_size", "num_classes", "class_names", "loss", "batch_size",
-               "sources", "val_split", "seed", "max_images", "ema")
+               "sources", "val_split", "seed", "max_images", "ema", "small_weight",
+               "hard_negatives")
 
 
 class TrainingDiverged(RuntimeError):
@@ -44,6 +45,8 @@ class TrainConfig:
     val_split: float | None = None                 # None: 0.1 unless a validation source is given
     category: str = "person"
     include_negatives: bool = False
+    small_weight: float | None = None              # largest loss weight of small instances' pixels
+    hard_negatives: float | None = None            # fraction of background pixels mined (OHEM term)
     num_classes: int = 2                           # including background; 2 = binary (sigmoid)
     class_names: list | None = None
     encoder: str = "mobilenetv2"
@@ -169,6 +172,12 @@ def check_inputs(cfg: TrainConfig) -> None:
         raise ValueError("--num-classes > 2 needs folder masks (COCO sources give binary masks)")
     if cfg.ema is not None and not 0 < cfg.ema < 1:
         raise ValueError(f"--ema {cfg.ema}: the averaging momentum must be between 0 and 1")
+    if cfg.hard_negatives is not None and not 0 < cfg.hard_negatives <= 1:
+        raise ValueError(f"--hard-negatives {cfg.hard_negatives}: a fraction of pixels in (0, 1]")
+    if cfg.small_weight is not None and cfg.small_weight < 1:
+        raise ValueError(f"--small-weight {cfg.small_weight}: the largest weight, at least 1")
+    if (cfg.small_weight or cfg.hard_negatives) and cfg.num_classes > 2:
+        raise ValueError("--small-weight and --hard-negatives are for binary (COCO category) models")
     if cfg.image_size < 32:
         raise ValueError(f"--image-size {cfg.image_size}: too small (at least 32)")
     check_encoder_weights(cfg.encoder, cfg.image_size, cfg.encoder_weights)
@@ -178,11 +187,17 @@ def check_inputs(cfg: TrainConfig) -> None:
     check_strategy(cfg.strategy)
 
 
-def build_sources(cfg: TrainConfig, coco_pairs, folders):
+def build_sources(cfg: TrainConfig, coco_pairs, folders, validation: bool = False):
+    """Training sources, or validation sources: those always keep the images without the
+    category, so the validation IoU is figure (1) of ``segkit.evaluate.PersonFigures`` (pooled
+    over all images) and checkpoints are not picked for painting the class everywhere."""
     from segkit.train.data import CocoSource, FolderSource
 
-    sources = [CocoSource(a, i, cfg.category, cfg.include_negatives) for a, i in coco_pairs]
-    sources += [FolderSource(f, cfg.num_classes) for f in folders]
+    # validation masks carry a weight channel too (all 1.0): Keras wants one mask shape
+    weights = (1.0 if validation else cfg.small_weight) if cfg.small_weight else None
+    sources = [CocoSource(a, i, cfg.category, validation or cfg.include_negatives, weights)
+               for a, i in coco_pairs]
+    sources += [FolderSource(f, cfg.num_classes, weight_channel=bool(weights)) for f in folders]
     return sources
 
 
@@ -204,7 +219,7 @@ def train(cfg: TrainConfig) -> dict:
 def _train(cfg: TrainConfig, dist, run_dir: Path, output: Path) -> dict:
     class_names = cfg.resolved_class_names()
     train_sources = build_sources(cfg, cfg.coco, cfg.folders)
-    val_sources = build_sources(cfg, cfg.val_coco, cfg.val_folders)
+    val_sources = build_sources(cfg, cfg.val_coco, cfg.val_folders, validation=True)
     val_split = cfg.val_split if cfg.val_split is not None else (0.0 if val_sources else 0.1)
 
     import keras
@@ -236,6 +251,7 @@ def _train(cfg: TrainConfig, dist, run_dir: Path, output: Path) -> dict:
                  "num_classes": cfg.num_classes, "class_names": class_names, "loss": cfg.loss,
                  "batch_size": cfg.batch_size, "val_split": val_split, "seed": cfg.seed,
                  "max_images": cfg.max_images, "ema": cfg.ema,
+                 "small_weight": cfg.small_weight, "hard_negatives": cfg.hard_negatives,
                  "sources": [s.description for s in sources]}
     state = _start_state(cfg, run_dir, state_path, signature)
     initial_epoch = state["epoch"]
@@ -250,8 +266,11 @@ def _train(cfg: TrainConfig, dist, run_dir: Path, output: Path) -> dict:
             # use_ema: Adam keeps an exponential moving average of the weights beside them.
             optimizer = (keras.optimizers.Adam(cfg.lr, use_ema=True, ema_momentum=cfg.ema)
                          if cfg.ema else keras.optimizers.Adam(cfg.lr))
+            loss = losses.make_loss(cfg.loss)
+            if cfg.hard_negatives:
+                loss = loss + losses.HardNegativeCE(cfg.hard_negatives)
             model.compile(optimizer=optimizer,
-                          loss=losses.make_loss(cfg.loss),
+                          loss=loss,
                           metrics=losses.make_metrics(cfg.channels, class_names),
                           jit_compile=False)
     distribute.build_from_local_batch(model, dist)

@@ -17,14 +17,30 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+#: Pixel weights ride in a second mask channel as uint8 code = round(weight * WEIGHT_SCALE), so
+#: they crop, flip and resize (nearest) together with the mask; 1.0 everywhere else.
+WEIGHT_SCALE = 16
+
+
+def small_instance_weight(area: float, max_weight: float) -> float:
+    """Loss weight of an instance's pixels: 96/sqrt(area), between 1 and ``max_weight`` (a person
+    of 96² pixels or more weighs 1, 48² weighs 2, 32² weighs 3): each small person's pixels count
+    more, so missing one costs more than a few pixels of a close-up's outline."""
+    return float(min(max_weight, max(1.0, 96.0 / max(area, 1.0) ** 0.5)))
+
+
 class CocoSource:
     """Binary mask of one COCO category: the union of all its instances, crowd regions included.
 
     ``include_negatives`` also keeps images without the category (all-background masks).
+    ``small_weight`` (the largest weight, e.g. 3) adds a second mask channel of pixel weights
+    that favour small instances (:func:`small_instance_weight`).
     """
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path, category: str = "person",
-                 include_negatives: bool = False):
+                 include_negatives: bool = False, small_weight: float | None = None):
+        self.small_weight = small_weight
+        self.channels = 2 if small_weight else 1
         ann_file, image_dir = Path(ann_file), Path(image_dir)
         if not ann_file.is_file():
             raise ValueError(f"{ann_file}: COCO annotation file not found")
@@ -60,14 +76,19 @@ class CocoSource:
         out = np.zeros((img["height"], img["width"]), np.uint8)
         anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=img["id"], catIds=[self.cat_id],
                                                       iscrowd=None))
+        weight = np.full(out.shape, WEIGHT_SCALE, np.uint8) if self.small_weight else None
         for ann in anns:
-            out |= self.coco.annToMask(ann)
-        return out[..., None]
+            m = self.coco.annToMask(ann)
+            out |= m
+            if weight is not None and not ann.get("iscrowd", 0):
+                w = round(WEIGHT_SCALE * small_instance_weight(m.sum(), self.small_weight))
+                np.maximum(weight, np.where(m > 0, w, 0).astype(np.uint8), out=weight)
+        return out[..., None] if weight is None else np.stack([out, weight], axis=-1)
 
     def load(self, index):
         image = _decode_image(tf.gather(tf.constant(self.paths), index))
         mask = tf.numpy_function(self.mask, [index], tf.uint8, stateful=False)
-        mask.set_shape([None, None, 1])
+        mask.set_shape([None, None, self.channels])
         return image, mask
 
 
@@ -78,7 +99,8 @@ class FolderSource:
     or > 0 for 0/1 masks. Multi-class: the mask value is the class index (0..num_classes-1).
     """
 
-    def __init__(self, root: str | Path, num_classes: int = 2):
+    def __init__(self, root: str | Path, num_classes: int = 2, weight_channel: bool = False):
+        self.channels = 2 if weight_channel else 1  # weights: 1.0 (these masks have no instances)
         root = Path(root)
         images, masks = root / "images", root / "masks"
         if not images.is_dir() or not masks.is_dir():
@@ -116,6 +138,8 @@ class FolderSource:
                     [mask_path, f"mask value >= --num-classes {self.num_classes}"])
                 with tf.control_dependencies([in_range]):
                     mask = tf.identity(raw)
+        if self.channels == 2:
+            mask = tf.concat([mask, tf.fill(tf.shape(mask), tf.constant(WEIGHT_SCALE, tf.uint8))], -1)
         return image, mask
 
 
@@ -180,11 +204,12 @@ def make_dataset(sources, items, *, image_size: int, batch_size: int, training: 
     if training:
         ds = ds.shuffle(len(items), seed=seed, reshuffle_each_iteration=True)
     branches = [s.load for s in sources]
+    channels = max(getattr(s, "channels", 1) for s in sources)
 
     def load(sid, idx):
         image, mask = tf.switch_case(sid, [lambda b=b: b(idx) for b in branches])
         image.set_shape([None, None, 3])
-        mask.set_shape([None, None, 1])
+        mask.set_shape([None, None, channels])
         return image, mask
 
     ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=not training)

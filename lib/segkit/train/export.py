@@ -127,6 +127,8 @@ def export_model(model, out_dir: str | Path, *, classes: list[str], metrics: dic
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_jsonable) + "\n")
         entry = zoo_entry(name, description=description, input_size=size, channels=classes,
                           **entry_extra)
+        if metrics.get("encoder") == "selfie" and entry["family"] == "tflite":
+            entry["output_pool"] = 2  # its last layer is a stride-2 transposed conv (tflite.py)
         header = ("# Written by the training export (lib/segkit/train/export.py); merged into "
                   "model_zoo/zoo.yaml by the registry.\n")
         (tmp / "zoo.yaml").write_text(header + yaml.safe_dump({"models": {name: entry}},

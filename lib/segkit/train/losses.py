@@ -21,10 +21,18 @@ def dense_targets(y_true, channels: int):
 
     One channel (sigmoid head) keeps the 0/1 mask itself; C channels become one-hot.
     """
-    y_true = ops.cast(y_true, "float32")
+    y_true = ops.cast(y_true[..., :1], "float32")  # a second channel holds pixel weights
     if channels == 1:
         return y_true
     return ops.one_hot(ops.cast(y_true[..., 0], "int32"), channels, dtype="float32")
+
+
+def pixel_weights(y_true):
+    """[B,H,W] loss weight of each pixel: the mask's second channel (data.WEIGHT_SCALE = 1.0) if
+    it has one, else None."""
+    if y_true.shape[-1] is None or y_true.shape[-1] < 2:
+        return None
+    return ops.cast(y_true[..., 1], "float32") / 16.0
 
 
 def predicted_classes(y_pred, threshold: float = 0.5):
@@ -88,10 +96,40 @@ class CrossEntropy(_Composable, keras.losses.Loss):
     def call(self, y_true, y_pred):
         y_pred = ops.cast(y_pred, "float32")
         if y_pred.shape[-1] == 1:
-            ce = keras.losses.binary_crossentropy(ops.cast(y_true, "float32"), y_pred)
+            ce = keras.losses.binary_crossentropy(ops.cast(y_true[..., :1], "float32"), y_pred)
         else:
             ce = keras.losses.sparse_categorical_crossentropy(y_true[..., 0], y_pred)
+        w = pixel_weights(y_true)
+        if w is not None:  # small-instance weighting (data.small_instance_weight)
+            return _per_replica(ops.sum(ce * w) / ops.sum(w))
         return _per_replica(ops.mean(ce))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class HardNegativeCE(_Composable, keras.losses.Loss):
+    """Online hard-negative mining: the mean cross-entropy of the ``fraction`` of background pixels
+    of the batch that the model gets most wrong (sigmoid heads).
+
+    Person-free photos are mostly easy background; their few person-like regions (statues,
+    posters, animals) are what the plain mean hides. This term puts the gradient there.
+    """
+
+    def __init__(self, fraction: float = 0.02, name: str = "hard_negative_ce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.fraction = float(fraction)
+
+    def call(self, y_true, y_pred):
+        p = ops.reshape(ops.cast(y_pred[..., 0], "float32"), (-1,))
+        bg = ops.reshape(ops.cast(y_true[..., 0], "float32"), (-1,)) < 0.5
+        eps = keras.config.epsilon()
+        ce = -ops.log(ops.clip(1.0 - p, eps, 1.0))  # background pixels' loss
+        ce = ops.where(bg, ce, ops.zeros_like(ce))
+        k = ops.maximum(ops.cast(ops.cast(ops.shape(ce)[0], "float32") * self.fraction, "int32"), 1)
+        top = ops.top_k(ce, k)[0]
+        return _per_replica(ops.mean(top))
+
+    def get_config(self):
+        return {**super().get_config(), "fraction": self.fraction}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -180,6 +218,40 @@ class IoUScore(keras.metrics.Metric):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class SplitIoU(keras.metrics.Metric):
+    """The person figures of ``segkit.evaluate.PersonFigures`` at the network's input size
+    (sigmoid heads): ``part="with_class"`` the pooled IoU over only the images holding the class,
+    ``part="fp_without_class"`` the share of predicted pixels on images without it."""
+
+    def __init__(self, part: str = "with_class", threshold: float = 0.5, name: str | None = None,
+                 **kwargs):
+        super().__init__(name=name or f"iou_{part}", **kwargs)
+        self.part, self.threshold = part, threshold
+        self.num = self.add_variable((), initializer="zeros", name="num")
+        self.den = self.add_variable((), initializer="zeros", name="den")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        p = ops.cast(predicted_classes(y_pred, self.threshold) == 1, "float32")
+        t = ops.cast(ops.cast(y_true[..., 0], "int32") == 1, "float32")
+        has = ops.cast(ops.sum(t, axis=(1, 2)) > 0, "float32")  # [B]
+        if self.part == "with_class":
+            inter = ops.sum(p * t, axis=(1, 2))
+            union = ops.sum(p, axis=(1, 2)) + ops.sum(t, axis=(1, 2)) - inter
+            self.num.assign_add(ops.sum(inter * has))
+            self.den.assign_add(ops.sum(union * has))
+        else:
+            pixels = ops.cast(ops.shape(p)[1] * ops.shape(p)[2], "float32")
+            self.num.assign_add(ops.sum(ops.sum(p, axis=(1, 2)) * (1.0 - has)))
+            self.den.assign_add(ops.sum(1.0 - has) * pixels)
+
+    def result(self):
+        return ops.divide_no_nan(self.num, self.den)
+
+    def get_config(self):
+        return {**super().get_config(), "part": self.part, "threshold": self.threshold}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class PixelAccuracy(keras.metrics.MeanMetricWrapper):
     """Fraction of pixels whose predicted class equals the target class."""
 
@@ -198,6 +270,9 @@ class PixelAccuracy(keras.metrics.MeanMetricWrapper):
 def make_metrics(num_channels: int, class_names: list[str]) -> list[keras.metrics.Metric]:
     """IoU (mean), pixel accuracy and, for multi-class heads, one IoU per class."""
     metrics = [IoUScore(num_channels, name="iou"), PixelAccuracy()]
+    if num_channels == 1:  # figures (2) and (3) beside the pooled IoU over all images (1)
+        metrics += [SplitIoU("with_class", name="iou_with_class"),
+                    SplitIoU("fp_without_class", name="fp_without_class")]
     if num_channels > 1:
         metrics += [IoUScore(num_channels, class_index=i, name=f"iou_{_slug(n)}")
                     for i, n in enumerate(class_names)]

@@ -144,9 +144,13 @@ def build_selfie(input_size: int = 256, num_classes: int = 2,
     if pretrained is None:  # same graph, fresh Keras initialisation
         net = keras.models.clone_model(net)
     # The pretrained head is transposed conv "segment" + sigmoid; a softmax head needs its own.
-    features = net.get_layer("segment").input
+    # MediaPipe's file names its last layer "segment"; a segkit export (the bundled model, used
+    # to start a further fine-tuning) carries it inside a longer TFLite tensor name.
+    head = next((layer for layer in net.layers if layer.name == "segment"), None) or \
+        [layer for layer in net.layers if "segment" in layer.name][-1]
+    features = head.input
     if num_classes <= 2:
-        logits = net.get_layer("segment").output
+        logits = head.output
     else:
         logits = layers.Conv2DTranspose(num_classes, 2, strides=2, padding="same",
                                         name="logits")(features)

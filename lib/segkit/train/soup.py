@@ -88,14 +88,18 @@ def soup_runs(run_dirs: list, output: str | Path, *, image_size: int | None = No
     size = int(image_size or cfg["image_size"])
     class_names = cfg["class_names"] or [cfg.get("category", "person")]
     num_classes = int(cfg["num_classes"])
-    soup = nets.build_unet(cfg["encoder"], size, num_classes, None)  # architecture only
+    # architecture only, but built from the runs' own start: a network started from a segkit
+    # export has that file's layer order, which differs from MediaPipe's original graph
+    soup = nets.build_unet(cfg["encoder"], size, num_classes, cfg.get("encoder_weights"))
     ingredients = [[w.numpy() for w in keras.saving.load_model(r["best"]).weights] for r in runs]
     soup.set_weights(average_weights(ingredients))
 
     val_iou, check = None, None
     if val_coco or val_folders:
         category = cfg.get("category", "person")
-        sources = [data.CocoSource(ann, images, category) for ann, images in val_coco or []]
+        # every image, the ones without the category too: the figure training selects on
+        sources = [data.CocoSource(ann, images, category, include_negatives=True)
+                   for ann, images in val_coco or []]
         sources += [data.FolderSource(f, num_classes) for f in val_folders or []]
         items = data.split_items([len(s) for s in sources], 0)[0]
         ds = data.make_dataset(sources, items, image_size=size, batch_size=8, training=False)
@@ -118,7 +122,7 @@ def soup_runs(run_dirs: list, output: str | Path, *, image_size: int | None = No
                            "config": {k: r["config"].get(k) for k in
                                       ("coco", "folders", "image_size", "epochs", "lr", "ema",
                                        "batch_size", "loss", "augment", "include_negatives",
-                                       "seed")}}
+                                       "small_weight", "hard_negatives", "seed")}}
                           for r in runs]},
         "training_seconds": round(sum(r["train_seconds"] or 0 for r in runs), 1),
         "soup_seconds": round(time.perf_counter() - started, 1),
