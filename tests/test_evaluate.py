@@ -168,13 +168,11 @@ def test_person_figures_split_false_positives_and_size_recall():
 
 
 def test_evaluate_script_reports_the_three_figures_on_coco_val(tmp_path, coco_val):
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "bin" / "evaluate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     from segkit import cli
+    from segkit.commands.evaluate import main
 
     out = tmp_path / "metrics.json"
-    rc = cli.run_main(mod.main, ["--annotations", str(coco_val[0]), "--images", str(coco_val[1]),
+    rc = cli.run_main(main, ["--annotations", str(coco_val[0]), "--images", str(coco_val[1]),
                                  "--model-path", str(MODEL), "--quiet", "-o", str(out)])
     assert rc == 0
     m = json.loads(out.read_text())

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures.http_server import closed_port_url, serve_folder
+from fixtures.http_server import closed_port_url
+from fixtures.zoo_env import models, server  # noqa: F401 (pytest fixtures)
 from segkit import zoo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,20 +81,6 @@ def assert_nothing_installed(spec: zoo.ModelSpec, models: Path) -> None:
 GRAPH = b"frozen graph bytes " * 50
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with serve_folder(tmp_path_factory.mktemp("www")) as srv:
-        yield srv
-
-
-@pytest.fixture
-def models(tmp_path, monkeypatch) -> Path:
-    """A fresh, empty model dir for each test."""
-    d = tmp_path / "models"
-    d.mkdir()
-    monkeypatch.setenv("SEGKIT_MODEL_DIR", str(d))
-    monkeypatch.delenv("SEGKIT_PYPI_URL", raising=False)
-    return d
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from fixtures.http_server import serve_folder
+from fixtures.zoo_env import models, server  # noqa: F401 (pytest fixtures)
 from segkit import zoo
 
 GRAPH = b"frozen graph bytes " * 50
@@ -62,18 +62,6 @@ class Tar:
         return self.buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with serve_folder(tmp_path_factory.mktemp("www")) as srv:
-        yield srv
-
-
-@pytest.fixture
-def models(tmp_path, monkeypatch) -> Path:
-    d = tmp_path / "models"
-    d.mkdir()
-    monkeypatch.setenv("SEGKIT_MODEL_DIR", str(d))
-    return d
 
 
 def spec_for(name: str, url: str, sha256: str | None, archive: dict | None = None,

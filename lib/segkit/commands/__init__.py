@@ -21,6 +21,7 @@ COMMANDS = {
     "gif": ("gif", "frames_to_gif.py", "frames (+ segmented) -> GIF / MP4 collage"),
     "fetch": ("fetch", "fetch_model.py", "list, download and verify zoo models"),
     "soup": ("soup", "soup_models.py", "average fine-tuning runs into one model"),
+    "convert": ("convert", "convert_yolo.py", "convert a YOLO-seg .pt to TFLite ahead of first use"),
 }
 
 
