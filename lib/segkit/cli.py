@@ -169,6 +169,10 @@ def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
                         "transparent (PNG alpha), blur[:SIGMA], a colour (name, #rrggbb, r,g,b) or an image file")
     g.add_argument("--save-masks", action="store_true",
                    help="also write one 0/255 PNG per instance into NAME_masks/")
+    g.add_argument("--save-txt", action="store_true",
+                   help="also write NAME.txt: one YOLO polygon line per instance, 'class x1 y1 x2 y2 ...' "
+                        "normalised to 0..1 (Ultralytics save_txt; class = 0..79 COCO index)")
+    g.add_argument("--save-conf", action="store_true", help="with --save-txt: end each line with the score")
     g.add_argument("--json", nargs="?", const="results.json", metavar="FILE", help=json_help)
     g.add_argument("--no-visual", action="store_true", help="skip the overlay/cut-out image")
     g.add_argument("--alpha", type=_fraction, help="overlay opacity 0..1 (default 0.5)")
@@ -252,10 +256,13 @@ def build_outputs(args, out_dir: Path):
     if os.path.lexists(out_dir) and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: -o names an existing file, not a folder; give a folder "
                          "(created if missing) or, for one input, an image file name")
+    if getattr(args, "save_conf", False) and not getattr(args, "save_txt", False):
+        raise UsageError("--save-conf adds scores to the --save-txt files: give --save-txt too")
     background = parse_background(args.background) if args.background else None
     outputs = ImageOutputs(out_dir, background, save_masks=args.save_masks, save_visual=not args.no_visual,
                            alpha=0.5 if args.alpha is None else args.alpha,
-                           ext=f".{args.ext}" if getattr(args, "ext", None) else None)
+                           ext=f".{args.ext}" if getattr(args, "ext", None) else None,
+                           save_txt=getattr(args, "save_txt", False), save_conf=getattr(args, "save_conf", False))
     json_path = None
     if args.json:
         j = Path(args.json)

@@ -21,6 +21,9 @@ COCO_CATEGORIES: dict[int, str] = {
     89: "hair drier", 90: "toothbrush",
 }
 COCO_IDS_BY_NAME: dict[str, int] = {name: cid for cid, name in COCO_CATEGORIES.items()}
+#: the 80 COCO ids in id order: position = the contiguous 0..79 class index YOLO models use
+COCO80_IDS: tuple[int, ...] = tuple(sorted(COCO_CATEGORIES))
+_COCO80_INDEX = {cid: i for i, cid in enumerate(COCO80_IDS)}
 PERSON_ID = 1
 
 
@@ -59,6 +62,14 @@ def parse_classes(spec: str | Iterable[str | int] | None,
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise ValueError(f"unknown class name {raw!r}{hint}")
     return ids or None
+
+
+def coco80_index(class_id: int) -> int:
+    """Contiguous 0..79 index of a COCO id (1..90 with gaps), as YOLO labels number them."""
+    try:
+        return _COCO80_INDEX[int(class_id)]
+    except KeyError:
+        raise ValueError(f"{class_id} is not a COCO category id") from None
 
 
 def coco_id(name: str | int) -> int | None:

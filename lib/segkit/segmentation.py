@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from segkit.labels import COCO_CATEGORIES, class_name
+from segkit.labels import COCO_CATEGORIES, class_name, coco80_index
 
 
 @dataclass
@@ -130,8 +130,53 @@ class Segmentation:
                             class_ids=np.asarray(ids, np.int32),
                             scores=np.asarray(scores, np.float32), label_names=self.label_names)
 
-    # ------------------------------------------------------------ COCO export
-    def to_coco_results(self, image_id: int | str) -> list[dict]:
+    # ----------------------------------------------------------------- drawing
+    def plot(self, image: np.ndarray, alpha: float = 0.5, boxes: bool = True,
+             labels: bool = True) -> np.ndarray:
+        """RGB uint8 copy of ``image`` (the one segmented) with this result drawn over it:
+        instances tinted, outlined, boxed and labelled; semantic classes tinted."""
+        from segkit.render import overlay  # render imports this module
+
+        return overlay(image, self, alpha, boxes=boxes, labels=labels)
+
+    # ------------------------------------------------------------ serializing
+    def masks_png(self) -> list[tuple[int, bytes]]:
+        """(class id, PNG bytes) per instance (a semantic class counts as one): 0/255 grey
+        PNGs at image size, the files ``--save-masks`` writes."""
+        from segkit.sinks import encode_image  # sinks imports this module
+
+        inst = self.as_instances()
+        return [(int(c), encode_image(m.astype(np.uint8) * 255, ".png"))
+                for m, c in zip(inst.masks, inst.class_ids)]
+
+    def to_yolo_txt(self, with_conf: bool = False) -> str:
+        """Ultralytics ``save_txt`` segmentation lines: ``class x1 y1 x2 y2 ...`` per instance
+        (``... conf`` with ``with_conf``, as ``save_conf``), points normalised to 0..1 by image
+        width / height.
+
+        The polygon is the largest external contour of the mask (cv2.findContours); an empty
+        mask or one whose contour has fewer than 3 points writes no line. The class is the
+        contiguous 0..79 index of the 80 COCO classes for COCO-labelled results (what a YOLO
+        model trained on COCO writes), else the model's own class id. Empty result: "".
+        """
+        inst = self.as_instances()
+        coco = self.label_names is COCO_CATEGORIES or self.label_names == COCO_CATEGORIES
+        lines = []
+        for m, cid, score in zip(inst.masks, inst.class_ids, inst.scores):
+            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            if not contours:
+                continue
+            pts = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
+            if len(pts) < 3:
+                continue
+            pts /= (self.width, self.height)
+            values = [coco80_index(cid) if coco else int(cid), *pts.reshape(-1)]
+            if with_conf:
+                values.append(float(score))
+            lines.append(" ".join(f"{v:g}" for v in values))
+        return "".join(f"{line}\n" for line in lines)
+
+    def to_coco(self, image_id: int | str) -> list[dict]:
         """COCO results format (what ``COCO.loadRes`` reads): bbox xywh + RLE segmentation.
 
         A semantic model's results (one mask per class) are marked ``"semantic": true`` so that
@@ -155,6 +200,8 @@ class Segmentation:
             if self.is_semantic:
                 results[-1]["semantic"] = True
         return results
+
+    to_coco_results = to_coco  # the name sinks and scripts have used
 
 
 def paste_masks(box_masks: np.ndarray, boxes: np.ndarray, height: int, width: int,

@@ -138,6 +138,7 @@ class ImageOutputs:
 
     ``<out>/<name>.jpg|.png``      overlay (or the cut-out when a background is chosen)
     ``<out>/<name>_masks/NN_<class>.png``  one 0/255 PNG per instance (--save-masks)
+    ``<out>/<name>.txt``           YOLO polygons, Ultralytics ``save_txt`` format (--save-txt)
 
     The overlay's format follows the input (JPEG in, JPEG out at quality 95: a tenth of the PNG's
     size and encoding time; anything else PNG) unless ``ext`` chooses one; a transparent
@@ -150,6 +151,8 @@ class ImageOutputs:
     save_visual: bool = True
     alpha: float = 0.5
     ext: str | None = None  # None: follow the input
+    save_txt: bool = False
+    save_conf: bool = False  # scores at the end of each .txt line (Ultralytics save_conf)
 
     def visual_path(self, frame: Frame) -> Path:
         if self.background is not None and self.background.has_alpha:
@@ -164,10 +167,15 @@ class ImageOutputs:
     def masks_dir(self, frame: Frame) -> Path:
         return self.out_dir / f"{frame.name}_masks"
 
+    def txt_path(self, frame: Frame) -> Path:
+        return self.out_dir / f"{frame.name}.txt"
+
     def expected(self, frame: Frame) -> list[Path]:
         paths = [self.visual_path(frame)] if self.save_visual else []
         if self.save_masks:
             paths.append(self.masks_dir(frame))
+        if self.save_txt:
+            paths.append(self.txt_path(frame))
         return paths
 
     def complete(self, frame: Frame) -> bool:
@@ -186,6 +194,12 @@ class ImageOutputs:
             written.append(path)
         if self.save_masks:
             written.append(self._write_masks(frame, seg.as_instances()))
+        if self.save_txt:
+            # written even when empty (Ultralytics writes none then): a resumed run needs it
+            # to exist to count the image done
+            path = self.txt_path(frame)
+            atomic_write_bytes(path, seg.to_yolo_txt(with_conf=self.save_conf).encode())
+            written.append(path)
         return written
 
     def _write_masks(self, frame: Frame, inst: Segmentation) -> Path:
@@ -196,8 +210,7 @@ class ImageOutputs:
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), dir=final.parent))
             os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700 folders
-            for i, (m, cname) in enumerate(zip(inst.masks, inst.class_names)):
-                data = encode_image(m.astype(np.uint8) * 255, ".png")
+            for i, ((_, data), cname) in enumerate(zip(inst.masks_png(), inst.class_names)):
                 (tmp / f"{i:03d}_{cname.replace(' ', '_')}.png").write_bytes(data)
             if final.exists():
                 shutil.rmtree(final)

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from segkit.errors import SegkitError
-from segkit.labels import COCO_CATEGORIES, COCO_IDS_BY_NAME
+from segkit.labels import COCO80_IDS, COCO_CATEGORIES, COCO_IDS_BY_NAME
 from segkit.models.base import Segmenter
 from segkit.segmentation import Segmentation
 
@@ -81,8 +81,8 @@ def coco_ids_for(names: Sequence[str] | dict | None, nc: int) -> np.ndarray:
         names = [names[k] for k in sorted(names)]
     if names and len(names) == nc and all(str(n) in COCO_IDS_BY_NAME for n in names):
         return np.array([COCO_IDS_BY_NAME[str(n)] for n in names], np.int32)
-    if nc == len(COCO_CATEGORIES):
-        return np.array(sorted(COCO_CATEGORIES), np.int32)
+    if nc == len(COCO80_IDS):
+        return np.array(COCO80_IDS, np.int32)
     raise SegkitError(f"model has {nc} classes whose names are not COCO's; cannot map them to COCO ids")
 
 

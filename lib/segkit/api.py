@@ -1,0 +1,99 @@
+"""The Python API: ``segkit.load_model(name)(image) -> Segmentation``.
+
+A thin layer over what the scripts use (``load_segmenter``, ``Filter``, ``read_image``), the way
+``YOLO("x.pt")(img)`` or detectron2's ``DefaultPredictor`` serve people who script.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from segkit.labels import parse_classes
+from segkit.models.base import Segmenter
+from segkit.pipeline import Filter
+from segkit.segmentation import Segmentation
+from segkit.sources import read_image
+
+_CONFIG = object()  # "not given": take the value of configs/default.yaml, as the scripts do
+
+
+class Model:
+    """A loaded segmenter plus what to keep of its results. Call it on RGB uint8 images
+    (``[H,W,3]`` arrays) or image file paths; a list gives a list."""
+
+    def __init__(self, segmenter: Segmenter, result_filter: Filter):
+        self.segmenter = segmenter
+        self.filter = result_filter
+
+    @property
+    def name(self) -> str:
+        return self.segmenter.name
+
+    @property
+    def names(self) -> dict[int, str]:
+        """{class id: name} of the labels this model's results use."""
+        from segkit.labels import COCO_CATEGORIES
+
+        return dict(getattr(self.segmenter, "label_names", None) or COCO_CATEGORIES)
+
+    def __call__(self, images: np.ndarray | str | os.PathLike | Sequence) -> Segmentation | list[Segmentation]:
+        single = isinstance(images, (np.ndarray, str, os.PathLike))
+        batch = [_as_image(im) for im in ([images] if single else images)]
+        # the same shortcut as the scripts' run loop: masks below the threshold are never pasted
+        segs = self.segmenter.segment(batch, min_score=self.filter.threshold or 0.0) if batch else []
+        segs = [self.filter(s) for s in segs]
+        return segs[0] if single else segs
+
+    def close(self) -> None:
+        self.segmenter.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"segkit.Model({self.name!r}, family={self.segmenter.family!r})"
+
+
+def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLike | None = None,
+               classes: str | Iterable[str | int] | None = None, threshold=_CONFIG, max_instances=_CONFIG,
+               min_area: float | None = None, download: bool = True, progress: bool = False) -> Model:
+    """A zoo name (None: the default person model, bundled), or a checkpoint on disk (``path=``,
+    or a first argument naming an existing file / folder) -> a callable :class:`Model`.
+
+    ``classes`` ('person,dog', [1, 18]), ``threshold`` and ``max_instances`` filter every result
+    as the scripts' flags do; left out, threshold and max_instances take configs/default.yaml's
+    values (0.5 and 100); None keeps everything.
+    """
+    from segkit.config import load_config
+    from segkit.models import load_segmenter
+
+    if path is None and model is not None and (isinstance(model, os.PathLike) or Path(model).exists()):
+        model, path = None, model
+    defaults = load_config()
+    segmenter = load_segmenter(model, str(path) if path is not None else None, download=download,
+                               progress=progress)
+    try:
+        wanted = parse_classes(classes, getattr(segmenter, "label_names", None))
+    except ValueError as e:
+        segmenter.close()
+        raise ValueError(f"classes: {e}") from None
+    return Model(segmenter, Filter(
+        wanted,
+        defaults.get("threshold") if threshold is _CONFIG else threshold,
+        defaults.get("max_instances") if max_instances is _CONFIG else max_instances,
+        min_area))
+
+
+def _as_image(image) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)  # the scripts' decoder: EXIF orientation, 16-bit, alpha, bombs
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 image [H,W,3], got {image.dtype} {image.shape}")
+    return image
