@@ -68,3 +68,37 @@ def test_classes_come_from_metrics_json_and_mismatch_is_one_line(person_export, 
         UnetSegmenter(person_export, classes=["person", "dog"])
     with pytest.raises(ValueError, match="Keras model file not found"):
         UnetSegmenter(tmp_path / "missing.keras")
+
+
+def test_inference_loads_custom_layers_without_the_training_package(tmp_path):
+    """A model.keras with the project's custom layer, compiled with its custom loss (as training
+    saves it), loads and runs in a process that never imports segkit.train."""
+    import os
+    import subprocess
+    import sys
+
+    import keras
+
+    from segkit.models.unet_layers import ReverseChannels
+    from segkit.train.losses import JaccardLoss
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = ReverseChannels(name="rgb_to_bgr")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(x))
+    model.compile(loss=JaccardLoss())
+    model.save(tmp_path / "model.keras")
+    image = np.random.default_rng(2).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    np.save(tmp_path / "image.npy", image)
+    probe = ("import sys, numpy as np; from segkit.models import load_segmenter; "
+             f"seg = load_segmenter(None, {str(tmp_path / 'model.keras')!r}); "
+             f"np.save({str(tmp_path / 'probs.npy')!r}, seg.segment_one(np.load({str(tmp_path / 'image.npy')!r})).probs); "
+             "print(sorted(m for m in sys.modules if m.startswith('segkit.train')))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+    # the same numbers as the Keras network itself, so the layer really ran (BGR flip included)
+    x = cv2.resize(image, (16, 16), interpolation=cv2.INTER_LINEAR).astype(np.float32)[None] / 255
+    ref = cv2.resize(np.asarray(model(x))[0], (24, 20), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(np.load(tmp_path / "probs.npy")[..., 0], ref, atol=1e-5)

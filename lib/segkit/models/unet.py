@@ -41,8 +41,9 @@ class UnetSegmenter(Segmenter):
         meta = _read_metadata(path)
         import keras
 
-        import segkit.train.losses  # noqa: F401  registers the custom losses/metrics
-        import segkit.train.nets  # noqa: F401  registers the custom layers
+        # registers the custom layers; losses/metrics are not needed with compile=False, and
+        # inference never imports segkit.train
+        import segkit.models.unet_layers  # noqa: F401
 
         try:
             self.model = keras.saving.load_model(path, compile=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from segkit.models.unet_layers import ReverseChannels  # the layers live where inference loads them
 from segkit.train import check_encoder_weights
 
 ENCODERS = ("mobilenetv2", "vgg16", "shallow", "selfie")
@@ -25,14 +26,6 @@ _BOTTLENECK = {"mobilenetv2": "out_relu", "vgg16": "block5_pool"}
 # segmentation_models widths (256, ...) the decoder is 3/4 of the params and 2.6x slower per
 # training step on CPU, for a model meant to run on CPU.
 DECODER_FILTERS = {"mobilenetv2": (128, 64, 48, 32, 16), "vgg16": (256, 128, 64, 32, 16)}
-
-
-@keras.saving.register_keras_serializable(package="segkit")
-class ReverseChannels(layers.Layer):
-    """RGB <-> BGR (a registered layer, not a Lambda, so model.keras loads in safe mode)."""
-
-    def call(self, x):
-        return keras.ops.flip(x, axis=-1)
 
 
 def _conv_bn_relu(x, filters: int, name: str, dilation: int = 1, strides: int = 1):
