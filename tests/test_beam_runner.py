@@ -181,3 +181,15 @@ def test_localize_copies_model_files_and_folders(tmp_path):
     assert localize(str(MODEL), tmp_path / "dest2").read_bytes() == MODEL.read_bytes()
     with pytest.raises(SegkitError, match="no such model"):
         localize(str(tmp_path / "missing.tflite"), tmp_path / "dest3")
+
+
+def test_the_beam_runner_is_library_code_without_the_command_layer():
+    """Workers import beam_runner: it must not pull in the CLI (segkit.cli, segkit.commands)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, segkit.beam_runner; "
+             "print(sorted(m for m in sys.modules if m == 'segkit.cli' or m.startswith('segkit.commands')))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"

@@ -29,12 +29,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from segkit import cli
 from segkit.batch import (OutputLock, ResultsCache, check_output_dir, load_image_ids,
                           remove_stale_temps, settings_changed, unique_names, write_failures)
-from segkit.errors import InputError, SegkitError, UsageError
+from segkit.errors import (EXIT_FAILED, EXIT_OK, EXIT_SOME_FAILED, InputError, SegkitError, UsageError,
+                           error)
 from segkit.pipeline import FlowStats
 from segkit.sinks import ImageOutputs
 from segkit.sources import IMAGE_EXTS, MAX_PIXELS, Frame, decode_image_bytes, is_glob
@@ -425,8 +425,15 @@ def _pipeline_error(e: Exception) -> SegkitError:
     return SegkitError(f"beam pipeline failed: {text[:500]}")
 
 
-def run_folder(args) -> int:
-    """segment_folder.py --runner beam: parse-time work as the local runner, then one pipeline."""
+def run_folder(args, build_outputs: Callable[[Path], tuple], build_filter: Callable[[], object],
+               settings: Callable[[str], dict]) -> int:
+    """segment_folder.py --runner beam: parse-time work as the local runner, then one pipeline.
+
+    The command layer hands in what it builds from its flags: ``build_outputs(out_dir)`` ->
+    (ImageOutputs, results JSON path or None), ``build_filter()`` -> the result Filter, and
+    ``settings(model_name)`` (the record the local runner keeps, so each runner warns about the
+    other's differences). Callables, so their checks run in the same order as before.
+    """
     for spec in args.input:
         if not _is_remote(spec) and not Path(spec).is_dir() and not is_glob(spec):
             raise UsageError(f"{spec}: not a folder or glob (use segment_image.py for single images)")
@@ -437,9 +444,9 @@ def run_folder(args) -> int:
     check_output_dir(out_dir, [s for s in args.input if not _is_remote(s)], [])
     specs = [InputSpec(i, s, args.recursive) for i, s in enumerate(args.input)]
 
-    outputs, json_path = cli.build_outputs(args, out_dir)
+    outputs, json_path = build_outputs(out_dir)
     id_map = load_image_ids(args.coco_annotations) if args.coco_annotations else None
-    result_filter = cli.build_filter(args)
+    result_filter = build_filter()
     model_name = _model_name(args)
     handler = SegmenterModelHandler(args.model, args.model_path, download=not args.no_download,
                                     min_score=result_filter.threshold or 0.0)
@@ -449,7 +456,7 @@ def run_folder(args) -> int:
 
     with OutputLock(out_dir):
         remove_stale_temps(out_dir)
-        changed = settings_changed(out_dir, _settings(args, model_name))
+        changed = settings_changed(out_dir, settings(model_name))
         t0 = time.perf_counter()
         p = beam.Pipeline(options=options)
         build_pipeline(p, specs, outputs=outputs, out_dir=out_dir, json_path=json_path, id_map=id_map,
@@ -471,13 +478,13 @@ def run_folder(args) -> int:
         raise UsageError(f"no images in {' '.join(args.input)}"
                          + ("" if args.recursive else " (sub-folders need --recursive)"))
     if changed and stats.skipped and not args.overwrite:
-        cli.error(f"warning: {stats.skipped} outputs in {out_dir} were made with other settings "
-                  f"({'; '.join(changed)}); they are kept: --overwrite redoes them")
+        error(f"warning: {stats.skipped} outputs in {out_dir} were made with other settings "
+              f"({'; '.join(changed)}); they are kept: --overwrite redoes them")
     failures = out_dir / "failures.jsonl"
     if stats.failed:
         from segkit.batch import read_failures
         for f in read_failures(out_dir):
-            cli.error(f"{f['file']}: {f['reason']}")
+            error(f"{f['file']}: {f['reason']}")
         print(f"failures: {failures}", file=sys.stderr)
     if json_path and stats.done + stats.skipped and not args.quiet:
         print(f"COCO results: {json_path} ({counts.get('detections', 0)} detections)")
@@ -485,8 +492,8 @@ def run_folder(args) -> int:
     print(f"segment_folder: {stats.summary()}; model {model_name}; beam {runner}",
           file=sys.stderr if args.quiet else sys.stdout)
     if stats.failed:
-        return cli.EXIT_SOME_FAILED if stats.done + stats.skipped else cli.EXIT_FAILED
-    return cli.EXIT_OK
+        return EXIT_SOME_FAILED if stats.done + stats.skipped else EXIT_FAILED
+    return EXIT_OK
 
 
 def _counters(result) -> dict[str, int]:
@@ -496,11 +503,3 @@ def _counters(result) -> dict[str, int]:
         value = c.committed if c.committed is not None else c.attempted
         counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + int(value or 0)
     return counts
-
-
-def _settings(args, model_name: str) -> dict:
-    # The local runner's settings record (bin/segment_folder.py::_settings), so runs of either
-    # runner into one folder warn about each other's differences and nothing else.
-    return {"model": model_name, "classes": args.classes, "threshold": args.threshold,
-            "max_instances": args.max_instances, "background": args.background,
-            "alpha": args.alpha, "save_masks": args.save_masks, "no_visual": args.no_visual}

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from segkit.errors import SegkitError, UsageError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+from segkit.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,  # noqa: F401
+                           EXIT_USAGE, SegkitError, UsageError, error)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -309,10 +308,6 @@ def record_failures(out_dir: Path, failures, replace: bool = True) -> Path | Non
 def display_available() -> bool:
     """A window can only open on an X11/Wayland display (never try otherwise: Qt/Tk abort)."""
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def error(msg: str) -> None:
-    print(f"segkit: error: {msg}", file=sys.stderr)
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

@@ -1,4 +1,13 @@
 """Errors a user can cause: scripts print them on one line and exit non-zero, never a traceback."""
+import sys
+
+# Exit codes of every script; library runs (e.g. beam_runner.run_folder) return them too.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def error(msg: str) -> None:
+    """One ``segkit: error: ...`` line on stderr (the format of every reported problem)."""
+    print(f"segkit: error: {msg}", file=sys.stderr)
 
 
 class SegkitError(Exception):

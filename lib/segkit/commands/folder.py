@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runner == "beam":
         from segkit.beam_runner import run_folder
-        return run_folder(args)
+        return run_folder(args, partial(cli.build_outputs, args), partial(cli.build_filter, args),
+                          partial(_settings, args))
     for spec in args.input:
         if not Path(spec).is_dir() and not any(c in spec for c in "*?["):
             raise UsageError(f"{spec}: not a folder or glob (use segment_image.py for single images)")
