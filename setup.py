@@ -3,7 +3,7 @@
 The models live in model_zoo/ at the top of the checkout (beside downloads and trained models);
 the wheel carries the ones that ship with segkit, those with a NOTICE.md (licence and origin),
 plus the registry, as package data under segkit/model_zoo/, so an installed segkit runs its
-default person model offline. configs/default.yaml goes along as segkit/configs/default.yaml.
+default person model offline.
 """
 from pathlib import Path
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent
 def bundled_files() -> list[tuple[Path, str]]:
     """(source, path inside the segkit package) of the registry and each shipped model folder."""
     zoo = ROOT / "model_zoo"
-    files = [(zoo / "zoo.yaml", "model_zoo/zoo.yaml"), (ROOT / "configs" / "default.yaml", "configs/default.yaml")]
+    files = [(zoo / "zoo.yaml", "model_zoo/zoo.yaml")]
     for notice in sorted(zoo.glob("*/NOTICE.md")):
         folder = notice.parent
         for f in sorted(folder.iterdir()):

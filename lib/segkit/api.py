@@ -17,7 +17,7 @@ from segkit.pipeline import Filter
 from segkit.segmentation import Segmentation
 from segkit.sources import read_image
 
-_CONFIG = object()  # "not given": take the value of configs/default.yaml, as the scripts do
+_CONFIG = object()  # "not given": take the packaged default (segkit/defaults.yaml), as the scripts do
 
 
 class Model:
@@ -67,15 +67,14 @@ def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLik
     or a first argument naming an existing file / folder) -> a callable :class:`Model`.
 
     ``classes`` ('person,dog', [1, 18]), ``threshold`` and ``max_instances`` filter every result
-    as the scripts' flags do; left out, threshold and max_instances take configs/default.yaml's
+    as the scripts' flags do; left out, threshold and max_instances take segkit/defaults.yaml's
     values (0.5 and 100); None keeps everything.
     """
-    from segkit.config import load_config
+    from segkit.config import DEFAULTS
     from segkit.models import load_segmenter
 
     if path is None and model is not None and (isinstance(model, os.PathLike) or Path(model).exists()):
         model, path = None, model
-    defaults = load_config()
     segmenter = load_segmenter(model, str(path) if path is not None else None, download=download,
                                progress=progress)
     try:
@@ -85,8 +84,8 @@ def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLik
         raise ValueError(f"classes: {e}") from None
     return Model(segmenter, Filter(
         wanted,
-        defaults.get("threshold") if threshold is _CONFIG else threshold,
-        defaults.get("max_instances") if max_instances is _CONFIG else max_instances,
+        DEFAULTS["threshold"] if threshold is _CONFIG else threshold,
+        DEFAULTS["max_instances"] if max_instances is _CONFIG else max_instances,
         min_area))
 
 

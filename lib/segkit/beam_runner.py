@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Sequence
 
 from segkit.batch import (OutputLock, ResultsCache, check_output_dir, load_image_ids,
                           remove_stale_temps, settings_changed, unique_names, write_failures)
+from segkit.config import DEFAULTS
 from segkit.errors import (EXIT_FAILED, EXIT_OK, EXIT_SOME_FAILED, InputError, SegkitError, UsageError,
                            error)
 from segkit.pipeline import FlowStats
@@ -437,7 +438,7 @@ def run_folder(args, build_outputs: Callable[[Path], tuple], build_filter: Calla
     for spec in args.input:
         if not _is_remote(spec) and not Path(spec).is_dir() and not is_glob(spec):
             raise UsageError(f"{spec}: not a folder or glob (use segment_image.py for single images)")
-    out_dir = Path(args.output or "segmented_images")
+    out_dir = Path(args.output or DEFAULTS["output"])
     if _is_remote(str(out_dir)) or "://" in (args.output or ""):
         raise UsageError(f"{args.output}: the beam runner writes into a folder its workers can reach "
                          "(local disk or a shared mount), not a bucket URL")

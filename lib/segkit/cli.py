@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from segkit.config import DEFAULTS
 from segkit.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,  # noqa: F401
                            EXIT_USAGE, SegkitError, UsageError, error)
 
@@ -74,7 +75,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "export), TF1 frozen_inference_graph.pb, .tflite or .keras; family detected")
     g.add_argument("--no-download", action="store_true",
                    help="never download: fail if the zoo model is not installed yet")
-    g.add_argument("--config", metavar="YAML", help="YAML file of option defaults (see configs/default.yaml)")
+    g.add_argument("--config", metavar="YAML", help="YAML file of option defaults over the packaged "
+                                                       "segkit/defaults.yaml (same keys)")
 
 
 def add_filter_args(p: argparse.ArgumentParser) -> None:
@@ -82,8 +84,9 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classes", metavar="LIST",
                    help="COCO class ids or names, comma-separated: '1,18' or 'person,dog'")
     g.add_argument("--threshold", type=_fraction, metavar="T",
-                   help="minimum instance score / person probability, 0..1 (default 0.5)")
-    g.add_argument("--max-instances", type=int, metavar="N", help="keep the N best instances per image")
+                   help=f"minimum instance score / person probability, 0..1 (default {DEFAULTS['threshold']})")
+    g.add_argument("--max-instances", type=int, metavar="N",
+                   help=f"keep the N best instances per image (default {DEFAULTS['max_instances']})")
     g.add_argument("--min-area", type=_fraction, metavar="F",
                    help="drop mask blobs (semantic) or instances smaller than this fraction of the "
                         "image, e.g. 0.001: removes specks (default: keep all)")
@@ -161,7 +164,7 @@ def classes_of_model(model: str | None, model_path: str | None) -> tuple[str, di
 def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
     g = p.add_argument_group("outputs")
     g.add_argument("-o", "--output", metavar="PATH",
-                   help="output folder (default segmented_images/); for a single input, a file "
+                   help=f"output folder (default {DEFAULTS['output']}/); for a single input, a file "
                         "name ending in .png/.jpg is also accepted")
     g.add_argument("--background", metavar="BG",
                    help="write a cut-out of the selected classes instead of the overlay: white, "
@@ -174,12 +177,13 @@ def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
     g.add_argument("--save-conf", action="store_true", help="with --save-txt: end each line with the score")
     g.add_argument("--json", nargs="?", const="results.json", metavar="FILE", help=json_help)
     g.add_argument("--no-visual", action="store_true", help="skip the overlay/cut-out image")
-    g.add_argument("--alpha", type=_fraction, help="overlay opacity 0..1 (default 0.5)")
+    g.add_argument("--alpha", type=_fraction, help=f"overlay opacity 0..1 (default {DEFAULTS['alpha']})")
     g.add_argument("--ext", choices=("jpg", "png"),
                    help="overlay/cut-out format (default: as the input, JPEG at quality 95 for JPEG "
                         "photos, else PNG; transparent cut-outs and masks are always PNG)")
     g.add_argument("--max-pixels", type=int, metavar="N",
-                   help="refuse images larger than N pixels (decompression-bomb guard, default 100M)")
+                   help=f"refuse images larger than N pixels (decompression-bomb guard, default "
+                        f"{DEFAULTS['max_pixels'] / 1e6:g}M)")
 
 
 def _fraction(text: str) -> float:
@@ -259,7 +263,7 @@ def build_outputs(args, out_dir: Path):
         raise UsageError("--save-conf adds scores to the --save-txt files: give --save-txt too")
     background = parse_background(args.background) if args.background else None
     outputs = ImageOutputs(out_dir, background, save_masks=args.save_masks, save_visual=not args.no_visual,
-                           alpha=0.5 if args.alpha is None else args.alpha,
+                           alpha=DEFAULTS["alpha"] if args.alpha is None else args.alpha,
                            ext=f".{args.ext}" if getattr(args, "ext", None) else None,
                            save_txt=getattr(args, "save_txt", False), save_conf=getattr(args, "save_conf", False))
     json_path = None

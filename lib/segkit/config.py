@@ -1,35 +1,44 @@
-"""YAML defaults (configs/default.yaml, then --config FILE) merged under command-line flags."""
+"""Option defaults: the packaged segkit/defaults.yaml, then --config FILE, then command-line flags.
+
+``DEFAULTS`` (read once, read-only) is the one place code takes a default from; the file is
+package data, read with importlib.resources, so an installed wheel has it as the checkout does.
+"""
 from __future__ import annotations
 
 import argparse
+from importlib.resources import files
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 import yaml
 
 from segkit.errors import UsageError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# the checkout's, else the copy an installed wheel carries (setup.py)
-DEFAULT_CONFIG = next((p for p in (REPO_ROOT / "configs" / "default.yaml",
-                                   Path(__file__).resolve().parent / "configs" / "default.yaml")
-                       if p.is_file()), REPO_ROOT / "configs" / "default.yaml")
+DEFAULTS_FILE = files("segkit") / "defaults.yaml"
+
+
+def _parse(text: str, where) -> dict:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise UsageError(f"{where}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: expected a mapping of option: value")
+    return data
+
+
+DEFAULTS: Mapping = MappingProxyType(_parse(DEFAULTS_FILE.read_text(encoding="utf-8"), DEFAULTS_FILE))
 
 
 def load_config(path: str | Path | None = None) -> dict:
-    """Defaults from configs/default.yaml, updated by ``path`` if given (safe_load only)."""
-    cfg: dict = {}
-    for p in [DEFAULT_CONFIG] + ([Path(path)] if path else []):
+    """The packaged defaults, updated by the YAML file ``path`` if given (safe_load only)."""
+    cfg = dict(DEFAULTS)
+    if path:
+        p = Path(path)
         if not p.is_file():
-            if p == DEFAULT_CONFIG:
-                continue  # an installed copy without configs/ still works on built-in defaults
             raise UsageError(f"{p}: config file not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UsageError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"{p}: expected a mapping of option: value")
-        cfg.update(data)
+        cfg.update(_parse(p.read_text(encoding="utf-8"), p))
     return cfg
 
 

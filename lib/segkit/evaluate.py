@@ -20,11 +20,15 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from segkit.config import DEFAULTS
 from segkit.errors import InputError, SegkitError
 from segkit.labels import class_name
 from segkit.pipeline import Filter, prefetch_map, run_flow
 from segkit.segmentation import Segmentation
 from segkit.sources import Frame, read_image
+
+# COCO AP counts at most 100 detections per image (maxDets): the protocol, not --max-instances.
+COCO_MAX_DETS = 100
 
 AP_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -132,7 +136,7 @@ def predict_coco(segmenter, gt, image_dir: str | Path, img_ids: list[int],
             results.extend(res)
 
     run_flow(_coco_frames(gt, image_dir, img_ids), segmenter, write,
-             result_filter or Filter(max_instances=100), on_error=on_error, progress=progress)
+             result_filter or Filter(max_instances=COCO_MAX_DETS), on_error=on_error, progress=progress)
     return results
 
 
@@ -252,7 +256,7 @@ def predicted_class_masks(seg: Segmentation, class_ids: tuple[int, ...]) -> np.n
 
 
 def semantic_coco(segmenter, gt, image_dir, img_ids: list[int], class_ids: tuple[int, ...],
-                  threshold: float = 0.5, progress=None, on_error=None,
+                  threshold: float = DEFAULTS["threshold"], progress=None, on_error=None,
                   figures: "PersonFigures | None" = None, min_area: float | None = None) -> PixelCounts:
     """Run a model over COCO images and count pixels against the union of instances
     (``figures``, if given, sees every image's masks too)."""
@@ -270,7 +274,7 @@ def semantic_coco(segmenter, gt, image_dir, img_ids: list[int], class_ids: tuple
 
 
 def semantic_coco_results(gt, results: list[dict], img_ids: list[int], class_ids: tuple[int, ...],
-                          threshold: float = 0.5, figures: "PersonFigures | None" = None) -> PixelCounts:
+                          threshold: float = DEFAULTS["threshold"], figures: "PersonFigures | None" = None) -> PixelCounts:
     """Pixel counts of a COCO results file (union of its masks scoring >= ``threshold``)."""
     from pycocotools import mask as mask_utils
 
@@ -295,7 +299,7 @@ def semantic_coco_results(gt, results: list[dict], img_ids: list[int], class_ids
     return counts
 
 
-def semantic_folder(segmenter, images_dir, masks_dir, class_id: int, threshold: float = 0.5,
+def semantic_folder(segmenter, images_dir, masks_dir, class_id: int, threshold: float = DEFAULTS["threshold"],
                     limit: int | None = None, progress=None, on_error=None) -> PixelCounts:
     """images/N.* against masks/N.png (nonzero = the class), for one-class (person) models."""
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)

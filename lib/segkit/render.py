@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segkit.config import DEFAULTS
 from segkit.errors import UsageError
 from segkit.labels import class_name
 from segkit.segmentation import Segmentation
@@ -21,7 +22,7 @@ def instance_colors(n: int) -> np.ndarray:
                     np.uint8).reshape(-1, 3)
 
 
-def overlay(image: np.ndarray, seg: Segmentation, alpha: float = 0.5, boxes: bool = True,
+def overlay(image: np.ndarray, seg: Segmentation, alpha: float = DEFAULTS["alpha"], boxes: bool = True,
             labels: bool = True) -> np.ndarray:
     """Image with each instance tinted in its own colour, outlined, boxed and labelled.
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
+from segkit.config import DEFAULTS
 from segkit.labels import COCO_CATEGORIES, class_name, coco80_index
 
 
@@ -27,7 +28,8 @@ class Segmentation:
     probs: np.ndarray | None = None
     prob_class_ids: tuple[int, ...] = ()
     label_names: dict[int, str] = field(default_factory=lambda: COCO_CATEGORIES)
-    mask_threshold: float = 0.5  # semantic probability above which a pixel belongs to a class
+    # semantic probability above which a pixel belongs to a class (--threshold's default)
+    mask_threshold: float = DEFAULTS["threshold"]
 
     def __post_init__(self):
         if self.masks.size == 0 and self.masks.shape[1:] != (self.height, self.width):
@@ -131,7 +133,7 @@ class Segmentation:
                             scores=np.asarray(scores, np.float32), label_names=self.label_names)
 
     # ----------------------------------------------------------------- drawing
-    def plot(self, image: np.ndarray, alpha: float = 0.5, boxes: bool = True,
+    def plot(self, image: np.ndarray, alpha: float = DEFAULTS["alpha"], boxes: bool = True,
              labels: bool = True) -> np.ndarray:
         """RGB uint8 copy of ``image`` (the one segmented) with this result drawn over it:
         instances tinted, outlined, boxed and labelled; semantic classes tinted."""

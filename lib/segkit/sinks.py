@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segkit.config import DEFAULTS
 from segkit.errors import OutputError, SegkitError
 from segkit.render import Background, cutout, foreground_alpha, overlay
 from segkit.segmentation import Segmentation
@@ -149,7 +150,7 @@ class ImageOutputs:
     background: Background | None = None
     save_masks: bool = False
     save_visual: bool = True
-    alpha: float = 0.5
+    alpha: float = DEFAULTS["alpha"]
     ext: str | None = None  # None: follow the input
     save_txt: bool = False
     save_conf: bool = False  # scores at the end of each .txt line (Ultralytics save_conf)

@@ -19,11 +19,12 @@ from typing import Iterable
 
 import numpy as np
 
+from segkit.config import DEFAULTS
 from segkit.errors import InputError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 #: default pixel limit (a 10k x 10k photo); raise with --max-pixels
-MAX_PIXELS = 100_000_000
+MAX_PIXELS = DEFAULTS["max_pixels"]
 
 
 @dataclass

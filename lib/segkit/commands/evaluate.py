@@ -8,7 +8,7 @@ import sys
 import time
 
 from segkit import cli
-from segkit.config import apply_config
+from segkit.config import DEFAULTS, apply_config
 from segkit.errors import UsageError
 
 EPILOG = """examples:
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_model_args(p)
     p.add_argument("--classes", metavar="LIST", help="classes to score (semantic), e.g. 'person'")
     p.add_argument("--threshold", type=float, default=None,
-                   help="semantic: probability (or instance score) a pixel/mask needs, default 0.5")
+                   help="semantic: probability (or instance score) a pixel/mask needs, "
+                        f"default {DEFAULTS['threshold']}")
     p.add_argument("--min-area", type=float, metavar="F",
                    help="semantic models: drop predicted blobs smaller than this fraction of the image")
     p.add_argument("--semantic", action="store_true",
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_config(parser, argv)
     args = parser.parse_args(argv)
     if args.threshold is None:
-        args.threshold = 0.5
+        args.threshold = DEFAULTS["threshold"]  # a --config file may set it to null
     if args.masks and args.annotations:
         raise UsageError("give --annotations (COCO) or --masks (mask folder), not both")
     if not args.masks and not args.annotations:
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 metrics["figures"] = figures.scores()
             else:
                 from segkit.pipeline import Filter
-                results = ev.predict_coco(seg, gt, args.images, img_ids, Filter(classes, None, 100),
+                results = ev.predict_coco(seg, gt, args.images, img_ids, Filter(classes, None, ev.COCO_MAX_DETS),
                                           progress=bar, on_error=on_error)
                 metrics.update(ev.coco_ap(gt, results, per_class=args.per_class, img_ids=img_ids))
             source = f"{getattr(seg, 'name', '')} on {args.images}"

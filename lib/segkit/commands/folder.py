@@ -12,7 +12,7 @@ from pathlib import Path
 from segkit import cli
 from segkit.batch import (OutputLock, ResultsCache, check_output_dir, load_image_ids, plan_run,
                           remove_stale_temps, settings_changed, unique_names)
-from segkit.config import apply_config
+from segkit.config import DEFAULTS, apply_config
 from segkit.errors import InputError, OutputError, UsageError
 from segkit.pipeline import FlowStats, prefetch_map, run_flow
 from segkit.sources import MAX_PIXELS, expand_inputs, read_frame
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     items = expand_inputs(args.input, recursive=args.recursive)
     if args.pattern:
         items = [(p, n) for p, n in items if any(fnmatch.fnmatch(p.name, g) for g in args.pattern)]
-    out_dir = Path(args.output or "segmented_images")
+    out_dir = Path(args.output or DEFAULTS["output"])
     items = unique_names(check_output_dir(out_dir, args.input, items))
     if not items:
         raise UsageError(f"no images in {' '.join(args.input)}"

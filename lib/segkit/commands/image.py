@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from segkit import cli
-from segkit.config import apply_config
+from segkit.config import DEFAULTS, apply_config
 from segkit.errors import InputError, OutputError, UsageError
 from segkit.pipeline import prefetch_map, run_flow
 from segkit.sinks import coco_image_id, write_json
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     items = expand_inputs(args.input, folders=False)
     if not items:
         raise UsageError(f"no images match {' '.join(args.input)}")
-    out = Path(args.output or "segmented_images")
+    out = Path(args.output or DEFAULTS["output"])
     single_file = len(items) == 1 and out.suffix.lower() in IMAGE_EXTS
     out_dir = out.parent if single_file else out
     outputs, json_path = cli.build_outputs(args, out_dir)

@@ -15,7 +15,7 @@ import time
 from contextlib import ExitStack
 
 from segkit import cli
-from segkit.config import apply_config
+from segkit.config import DEFAULTS, apply_config
 from segkit.errors import SegkitError, UsageError
 from segkit.live import (EXIT_TERMINATED, RunStats, Terminated, make_renderer, run_stream, signals_deferred,
                          sigterm_raises)
@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--background", metavar="BG",
                    help="replace everything but the selected classes: white, blur[:SIGMA], a colour "
                         "(name, #rrggbb, r,g,b) or an image file (default: coloured overlay)")
-    g.add_argument("--alpha", type=cli._fraction, help="overlay opacity 0..1 (default 0.5)")
-    # dest differs from 'output' on purpose: configs/default.yaml's output is the image folder.
+    g.add_argument("--alpha", type=cli._fraction, help=f"overlay opacity 0..1 (default {DEFAULTS['alpha']})")
+    # dest differs from 'output' on purpose: defaults.yaml's output is the image folder.
     g.add_argument("-o", "--output", dest="video_output", metavar="VIDEO",
                    help="write the annotated stream to this video (.mp4/.mov/.mkv: MPEG-4, .avi: MJPEG); "
                         "written to a temp file and renamed into place when the run ends")
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if background is not None and background.has_alpha:
         raise UsageError("--background transparent: videos have no alpha channel; use a colour, blur or an image")
     result_filter = cli.build_filter(args)
-    render = make_renderer(background, args.alpha if args.alpha is not None else 0.5)
+    render = make_renderer(background, args.alpha if args.alpha is not None else DEFAULTS["alpha"])
     say = (lambda *a, **k: None) if args.quiet else print  # say(..., flush=True) too
 
     from segkit.video import AtomicVideoWriter, VideoSource, check_video_path, open_capture

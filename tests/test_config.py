@@ -1,0 +1,68 @@
+"""Option defaults: the packaged defaults.yaml, then --config FILE, then flags; one place in code."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segkit import cli
+from segkit.commands.image import build_parser
+from segkit.config import DEFAULTS, DEFAULTS_FILE, apply_config, load_config
+from segkit.errors import UsageError
+from segkit.segmentation import Segmentation
+
+
+def _args(argv):
+    parser = build_parser()
+    apply_config(parser, argv)
+    return parser.parse_args(argv)
+
+
+def _many_instances(n=150, size=8):
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.6, 1.0, n).astype(np.float32)  # all above the default threshold
+    return Segmentation(size, size, masks=np.ones((n, size, size), bool),
+                        boxes=np.tile(np.float32([0, 0, size, size]), (n, 1)),
+                        class_ids=np.ones(n, np.int32), scores=scores)
+
+
+def test_defaults_are_the_packaged_file_and_read_only():
+    import yaml
+
+    assert DEFAULTS_FILE.name == "defaults.yaml" and DEFAULTS_FILE.is_file()
+    assert dict(DEFAULTS) == yaml.safe_load(DEFAULTS_FILE.read_text())
+    assert {"threshold", "max_instances", "alpha", "max_pixels", "output"} <= set(DEFAULTS)
+    with pytest.raises(TypeError):
+        DEFAULTS["threshold"] = 0.1  # type: ignore[index]
+
+
+def test_without_a_config_instance_models_keep_a_capped_best_first_list():
+    args = _args(["-i", "x.jpg"])
+    assert args.threshold == DEFAULTS["threshold"] and args.max_instances == DEFAULTS["max_instances"]
+    seg = _many_instances()
+    kept = cli.build_filter(args)(seg)
+    assert len(kept) == DEFAULTS["max_instances"] < len(seg)
+    np.testing.assert_array_equal(kept.scores, np.sort(seg.scores)[::-1][:len(kept)])
+
+
+def test_config_file_overrides_the_defaults_and_flags_override_both(tmp_path):
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("threshold: 0.8\nmax_instances: 7\n")
+    args = _args(["-i", "x.jpg", "--config", str(cfg)])
+    assert (args.threshold, args.max_instances, args.alpha) == (0.8, 7, DEFAULTS["alpha"])
+    assert len(cli.build_filter(args)(_many_instances())) == 7
+    args = _args(["-i", "x.jpg", "--config", str(cfg), "--threshold", "0.65", "--max-instances", "3"])
+    assert (args.threshold, args.max_instances) == (0.65, 3)
+    # a config that names only some keys keeps the packaged defaults for the rest (the cap too)
+    cfg.write_text("alpha: 0.2\n")
+    assert load_config(cfg)["max_instances"] == DEFAULTS["max_instances"]
+
+
+@pytest.mark.parametrize("text, problem", [("threshold: [0.5\n", "invalid YAML"),
+                                           ("- 1\n- 2\n", "expected a mapping")])
+def test_a_bad_config_file_is_one_line_naming_it(tmp_path, text, problem):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    with pytest.raises(UsageError, match=f"^{cfg}: {problem}"):
+        load_config(cfg)
+    with pytest.raises(UsageError, match=f"^{tmp_path / 'none.yaml'}: config file not found$"):
+        load_config(tmp_path / "none.yaml")
