@@ -68,7 +68,7 @@ def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLik
 
     ``classes`` ('person,dog', [1, 18]), ``threshold`` and ``max_instances`` filter every result
     as the scripts' flags do; left out, threshold and max_instances take segkit/defaults.yaml's
-    values (0.5 and 100); None keeps everything.
+    values; None keeps everything.
     """
     from segkit.config import DEFAULTS
     from segkit.models import load_segmenter
