@@ -50,3 +50,9 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> Non
     cfg = load_config(known.config)
     dests = {a.dest for a in parser._actions}
     parser.set_defaults(**{k: v for k, v in cfg.items() if k in dests})
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """What every command does with its parser: packaged defaults, then --config, then flags."""
+    apply_config(parser, argv)
+    return parser.parse_args(argv)

@@ -8,7 +8,7 @@ import sys
 import time
 
 from segkit import cli
-from segkit.config import DEFAULTS, apply_config
+from segkit.config import DEFAULTS, parse_args
 from segkit.errors import UsageError
 
 EPILOG = """examples:
@@ -27,7 +27,7 @@ images without it, with pixel recall of instances by size (<32², 32²-96², >96
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=cli.prog("evaluate.py"), description=__doc__, epilog=EPILOG,
+    p = cli.ArgumentParser(prog=cli.prog("evaluate.py"), description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("ground truth")
     g.add_argument("--annotations", metavar="JSON", help="COCO instances annotation file")
@@ -62,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from segkit.labels import parse_classes
     from segkit.sinks import write_json
 
-    parser = build_parser()
-    apply_config(parser, argv)
-    args = parser.parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if args.threshold is None:
         args.threshold = DEFAULTS["threshold"]  # a --config file may set it to null
     if args.masks and args.annotations:

@@ -12,7 +12,7 @@ from pathlib import Path
 from segkit import cli
 from segkit.batch import (OutputLock, ResultsCache, check_output_dir, load_image_ids, plan_run,
                           remove_stale_temps, settings_changed, unique_names)
-from segkit.config import DEFAULTS, apply_config
+from segkit.config import DEFAULTS, parse_args
 from segkit.errors import InputError, OutputError, UsageError
 from segkit.pipeline import FlowStats, prefetch_map, run_flow
 from segkit.sources import MAX_PIXELS, expand_inputs, read_frame
@@ -61,9 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    apply_config(parser, argv)
-    args = parser.parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if args.runner == "beam":
         from segkit.beam_runner import run_folder
         return run_folder(args, partial(cli.build_outputs, args), partial(cli.build_filter, args),

@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from segkit import cli
-from segkit.config import DEFAULTS, apply_config
+from segkit.config import DEFAULTS, parse_args
 from segkit.errors import InputError, OutputError, UsageError
 from segkit.pipeline import prefetch_map, run_flow
 from segkit.sinks import coco_image_id, write_json
@@ -43,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    apply_config(parser, argv)
-    args = parser.parse_args(argv)
+    args = parse_args(build_parser(), argv)
     items = expand_inputs(args.input, folders=False)
     if not items:
         raise UsageError(f"no images match {' '.join(args.input)}")

@@ -22,7 +22,7 @@ from pathlib import Path
 def parse_args(argv=None) -> argparse.Namespace:
     from segkit import cli
 
-    p = argparse.ArgumentParser(prog=cli.prog("soup_models.py"), description=__doc__.split("\n\n")[0],
+    p = cli.ArgumentParser(prog=cli.prog("soup_models.py"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="training run folders (two or more)")

@@ -26,7 +26,7 @@ from pathlib import Path
 def parse_args(argv=None) -> argparse.Namespace:
     from segkit import cli
 
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog=cli.prog("train_person_unet.py"), description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.split("\n\n")[1:]))

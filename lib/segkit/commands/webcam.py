@@ -15,7 +15,7 @@ import time
 from contextlib import ExitStack
 
 from segkit import cli
-from segkit.config import DEFAULTS, apply_config
+from segkit.config import DEFAULTS, parse_args
 from segkit.errors import SegkitError, UsageError
 from segkit.live import (EXIT_TERMINATED, RunStats, Terminated, make_renderer, run_stream, signals_deferred,
                          sigterm_raises)
@@ -86,9 +86,7 @@ def _positive_float(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    apply_config(parser, argv)
-    args = parser.parse_args(argv)
+    args = parse_args(build_parser(), argv)
     background = parse_background(args.background) if args.background else None
     if background is not None and background.has_alpha:
         raise UsageError("--background transparent: videos have no alpha channel; use a colour, blur or an image")
