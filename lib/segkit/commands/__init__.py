@@ -33,14 +33,14 @@ def usage() -> str:
 
 def run(name: str, argv: list[str] | None = None) -> int:
     """Run one subcommand's main() with the usual error/exit-code handling."""
-    from segkit import cli
-
-    cli.quiet_frameworks("--verbose" in (sys.argv[1:] if argv is None else argv))
-    # Ctrl+C while the command's modules load (numpy, OpenCV ...): a KeyboardInterrupt raised
-    # inside an extension's import surfaces as an ImportError traceback, so end here instead.
+    # Ctrl+C while the modules load (cli's YAML, numpy, OpenCV ...): a KeyboardInterrupt raised
+    # inside an import is a traceback (or an ImportError one), so end here with one line instead.
     main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
     previous = signal.signal(signal.SIGINT, _interrupted_while_loading) if main_thread else None
     try:
+        from segkit import cli
+
+        cli.quiet_frameworks("--verbose" in (sys.argv[1:] if argv is None else argv))
         module = importlib.import_module(f"segkit.commands.{COMMANDS[name][0]}")
     finally:
         if main_thread:
