@@ -197,51 +197,35 @@ def _fraction(text: str) -> float:
 
 
 def build_filter(args):
-    from segkit.labels import parse_classes
     from segkit.pipeline import Filter
 
-    try:
-        classes = parse_classes(args.classes, declared_label_names(args))
-    except ValueError as e:
-        raise UsageError(f"--classes: {e}") from None
-    check_classes(args, classes)
-    return Filter(classes, args.threshold, args.max_instances, getattr(args, "min_area", None))
+    return Filter(parse_class_filter(args), args.threshold, args.max_instances, getattr(args, "min_area", None))
 
 
-def declared_label_names(args) -> dict[int, str] | None:
-    """The label table of a model trained with its own class names (e.g. pet, border), read from
-    the zoo entry it carries or the registry before the model loads; None: COCO names."""
-    from segkit import zoo
-    from segkit.labels import model_classes
+def parse_class_filter(args, with_model: bool = True) -> set[int] | None:
+    """--classes as class ids, read against the chosen model's classes (its registry entry or the
+    entry beside it: no download, no TensorFlow, looked up once). A model trained with its own
+    names (pet, border) is read with those; a class the model can never produce is refused in one
+    line (an empty result would look like "nothing found" rather than "wrong model").
+    ``with_model=False``: no model is involved (evaluate --results), COCO names."""
+    from segkit.labels import COCO_CATEGORIES, class_name, parse_classes
 
     if not getattr(args, "classes", None):
         return None
+    name, known = (classes_of_model(getattr(args, "model", None), getattr(args, "model_path", None))
+                   if with_model else (None, None))
+    own = known if known and any(COCO_CATEGORIES.get(c) != n for c, n in known.items()) else None
     try:
-        if getattr(args, "model_path", None):
-            spec = zoo.entry_beside(Path(args.model_path))
-        elif getattr(args, "model", None):
-            spec = zoo.load_registry().get(args.model)
-        else:
-            return None
-    except SegkitError:
-        return None  # the model load that follows reports it properly
-    return model_classes(spec.classes)[1] if spec is not None and spec.classes else None
-
-
-def check_classes(args, classes: set[int] | None) -> None:
-    """Refuse --classes the chosen model can never produce (an empty result would look like
-    "nothing found" rather than "wrong model")."""
-    if not classes:
-        return
-    from segkit.labels import class_name
-
-    name, known = classes_of_model(getattr(args, "model", None), getattr(args, "model_path", None))
-    missing = sorted(classes - set(known)) if known is not None else []
+        classes = parse_classes(args.classes, own)
+    except ValueError as e:
+        raise UsageError(f"--classes: {e}") from None
+    missing = sorted(classes - set(known)) if classes and known is not None else []
     if missing:
         have = ", ".join(known.values()) if len(known) <= 5 else f"{len(known)} COCO classes"
         raise UsageError(f"--classes {', '.join(class_name(c) for c in missing)}: model {name} cannot "
                          f"produce {'it' if len(missing) == 1 else 'them'} (it has: {have}); pick a "
                          "model that has it, e.g. --model yolov5s_seg_coco (80 COCO classes)")
+    return classes
 
 
 def load_model(args, progress: bool = True):

@@ -79,8 +79,6 @@ class Segmentation:
     def _without_specks(self, min_area: float) -> "Segmentation":
         """Semantic: probabilities set to 0 in blobs above the threshold covering less than
         ``min_area`` of the image (a copy; the other pixels keep their probabilities)."""
-        import cv2
-
         probs = self.probs.copy()
         min_pixels = min_area * self.height * self.width
         for i in range(probs.shape[-1]):

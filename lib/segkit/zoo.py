@@ -459,9 +459,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; the lock file is an ordinary file
+        from segkit.sinks import FILE_MODE  # only after a download: the import cost is nothing here
+
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; the lock file is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -941,7 +941,6 @@ class _ArchivePlan:
                 raise self.refuse(f"more than {self.limits.max_bytes:,} bytes unpacked (the entry's "
                                   "archive.max_unpacked_bytes raises the cap)")
         elif kind == "symlink":
-            rest = tuple(p for p in str(link).replace("\\", "/").split("/") if p not in ("", "."))
             if str(link).startswith("/") or PureWindowsPath(str(link)).drive:
                 raise self.refuse(f"symlink {name!r} -> {link!r} pointing outside the model folder")
             self.links[final] = str(link)
@@ -996,16 +995,10 @@ def safe_extract_tar(archive: Path, dest: Path, limits: ArchiveLimits | None = N
             else:  # pragma: no cover - Python without PEP 706
                 tf.extractall(dest, members=members)
             _check_tar_end(tf, archive)
-    except UnsafeArchiveError:
-        raise
     except getattr(tarfile, "FilterError", ()) as e:  # PEP 706 filter (Python >= 3.10.12)
         raise UnsafeArchiveError(f"{archive}: refusing unsafe member ({_reason(e)})") from None
-    except OSError as e:
-        if e.errno is not None:  # the disk, not the archive
-            raise ZooError(f"{dest}: cannot extract {archive.name} there ({_os_words(e)})") from None
-        raise ZooError(f"{archive}: incomplete or corrupt archive ({_reason(e)}); it was not installed") from None
-    except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise ZooError(f"{archive}: incomplete or corrupt archive ({_reason(e)}); it was not installed") from None
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as e:
+        raise _extraction_error(e, archive, dest) from None
 
 
 def _check_tar_end(tf: tarfile.TarFile, archive: Path) -> None:
@@ -1039,14 +1032,16 @@ def safe_extract_zip(archive: Path, dest: Path, limits: ArchiveLimits | None = N
                                              "(device, FIFO or socket)")
                 plan.add(info.filename, "dir" if info.is_dir() else "file", size=info.file_size)
             zf.extractall(dest, members=infos)
-    except UnsafeArchiveError:
-        raise
-    except OSError as e:
-        if e.errno is not None:
-            raise ZooError(f"{dest}: cannot extract {archive.name} there ({_os_words(e)})") from None
-        raise ZooError(f"{archive}: incomplete or corrupt archive ({_reason(e)}); it was not installed") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-        raise ZooError(f"{archive}: incomplete or corrupt archive ({_reason(e)}); it was not installed") from None
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise _extraction_error(e, archive, dest) from None
+
+
+def _extraction_error(e: BaseException, archive: Path, dest: Path) -> ZooError:
+    """What went wrong while extracting, in one line: the disk (an OSError with an errno names
+    the folder) or the archive itself (cut short or corrupt)."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return ZooError(f"{dest}: cannot extract {archive.name} there ({_os_words(e)})")
+    return ZooError(f"{archive}: incomplete or corrupt archive ({_reason(e)}); it was not installed")
 
 
 def _os_words(e: OSError) -> str:

@@ -59,7 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from segkit import evaluate as ev
-    from segkit.labels import parse_classes
     from segkit.sinks import write_json
 
     args = parse_args(build_parser(), argv)
@@ -73,12 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("--results needs --annotations (COCO ids)")
     if not args.results and not args.images:
         raise UsageError("--images DIR is needed to run a model")
-    try:
-        classes = parse_classes(args.classes)
-    except ValueError as e:
-        raise UsageError(f"--classes: {e}") from None
-    if not args.results:
-        cli.check_classes(args, classes)
+    classes = cli.parse_class_filter(args, with_model=not args.results)
 
     t0 = time.perf_counter()
     failed: list[str] = []

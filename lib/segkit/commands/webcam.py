@@ -65,24 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return v
+def _positive(kind: type, what: str):
+    """argparse type: a number of ``kind`` above 0 (--max-frames, --duration)."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"{text} must be > 0")
+        return v
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return v
+_positive_int, _positive_float = _positive(int, "an integer"), _positive(float, "a number")
 
 
 def main(argv: list[str] | None = None) -> int:

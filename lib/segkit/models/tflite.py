@@ -145,7 +145,15 @@ class TFLiteSegmenter(Segmenter):
             self.gate.close()
 
     def network_probs(self, image: np.ndarray) -> np.ndarray:
-        """float32 [h,w,C] class probabilities at the network's output resolution (pooled)."""
+        """float32 [h,w,C] class probabilities at the network's output resolution, pooled; they
+        are brought to the image size before any threshold (``upsample``), so edges fall between
+        pixels smoothly.
+
+        ``output_pool`` k > 1 averages each k x k block of the output: a last layer that is a
+        stride-k transposed convolution (the selfie network's) paints every block from one feature
+        vector with k² different kernel taps, which shows as 1-pixel stripes along edges and in
+        doubtful regions (a comb once upsampled). The block mean removes that pattern and keeps
+        the network's real resolution (its stride)."""
         self._it.set_tensor(self._in_idx, self.preprocess(image))
         self._it.invoke()
         probs = np.ascontiguousarray(self._it.get_tensor(self._out_idx)[0][..., self._channels],
@@ -163,22 +171,6 @@ class TFLiteSegmenter(Segmenter):
             full = full[..., None]
         return Segmentation(height, width, probs=full, prob_class_ids=self.class_ids,
                             label_names=self.label_names)
-
-    def postprocess(self, probs: np.ndarray, height: int, width: int) -> Segmentation:
-        """Probabilities (never a thresholded mask) brought to the image size, so the threshold
-        is applied at full resolution and edges fall between pixels smoothly.
-
-        ``output_pool`` k > 1 first averages each k x k block of the output: a last layer that is
-        a stride-k transposed convolution (the selfie network's) paints every block from one
-        feature vector with k² different kernel taps, which shows as 1-pixel stripes along edges
-        and in doubtful regions (a comb once upsampled). The block mean removes that pattern and
-        keeps the network's real resolution (its stride)."""
-        probs = np.ascontiguousarray(probs, np.float32)
-        k = self.output_pool
-        if k > 1 and probs.shape[0] % k == 0 and probs.shape[1] % k == 0:
-            probs = cv2.resize(probs, (probs.shape[1] // k, probs.shape[0] // k),
-                               interpolation=cv2.INTER_AREA)
-        return self.upsample(probs, height, width)
 
 
 def keep_confirmed(probs: np.ndarray, confirm: np.ndarray, threshold: float = 0.5) -> np.ndarray:
