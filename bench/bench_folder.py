@@ -43,11 +43,11 @@ def main() -> None:
     forced_ext = args.ext
     args.ext = args.ext or ".jpg"  # COCO photos are JPEG: the default overlay follows them
 
-    from segkit.batch import ResultsCache
+    from segkit.io.resume import ResultsCache
     from segkit.models import load_segmenter
     from segkit.pipeline import Filter
-    from segkit.sinks import ImageOutputs
-    from segkit.sources import Frame, read_image
+    from segkit.io.sinks import ImageOutputs
+    from segkit.io.sources import Frame, read_image
 
     files = (sorted((SHARED / "val2017").glob("*.jpg")) + sorted((SHARED / "train2017").glob("*.jpg")))[: args.n]
     if len(files) < args.n:
@@ -129,8 +129,8 @@ def main() -> None:
 def stage_costs(files, decoded, segmenter, flt, ext, no_visual) -> dict[str, float]:
     """Milliseconds per image of each stage alone, on the calling thread."""
     from segkit.render import overlay
-    from segkit.sinks import encode_image
-    from segkit.sources import read_image
+    from segkit.io.sinks import encode_image
+    from segkit.io.sources import read_image
 
     def per_image(fn, items):
         t = time.perf_counter()

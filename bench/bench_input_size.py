@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from segkit.models.tflite import TFLiteSegmenter  # noqa: E402
-from segkit.sources import read_image  # noqa: E402
+from segkit.io.sources import read_image  # noqa: E402
 
 
 def main() -> None:

@@ -57,7 +57,7 @@ def sequential(clip: Path, out: Path, model: str | None, background: str | None,
     render = make_renderer(parse_background(background) if background else None, 0.5)
     window = None
     if show:
-        from segkit.window import Window
+        from segkit.io.window import Window
         window = Window("bench sequential").open()
     cap = cv2.VideoCapture(str(clip))
     writer = None

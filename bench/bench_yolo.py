@@ -57,7 +57,7 @@ def median_ms(fn, repeat: int, warmup: int = 2, cpu: bool = False):
 def forward_and_own_cost(models: list[str], repeat: int) -> list[dict]:
     from segkit.models import load_segmenter
     from segkit.models import yolo_seg as ys
-    from segkit.sources import read_image
+    from segkit.io.sources import read_image
 
     image = read_image(PHOTO)
     h, w = image.shape[:2]
@@ -99,7 +99,7 @@ COLD = """
 import sys, time
 t0 = time.perf_counter()
 from segkit.models import load_segmenter
-from segkit.sources import read_image
+from segkit.io.sources import read_image
 seg = load_segmenter(sys.argv[1], progress=False)
 t1 = time.perf_counter()
 out = seg.segment_one(read_image(sys.argv[2]), min_score=0.25)

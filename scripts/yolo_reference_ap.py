@@ -12,7 +12,7 @@ Runs in a scratch environment OUTSIDE the project (torch is never a segkit depen
     .venv/bin/python bin/evaluate.py --annotations ../shared/data/coco/annotations/instances_val2017.json \\
         --results ref_v5.json            # + --semantic --classes person --threshold 0.25 for person IoU
 
-Protocol (the same as bin/evaluate.py on a yolo_seg zoo model): segkit.sources.read_image, letterbox
+Protocol (the same as bin/evaluate.py on a yolo_seg zoo model): segkit.io.sources.read_image, letterbox
 at --imgsz (grey 114), conf 0.001, best class per box, class-aware NMS IoU 0.45, <= 100 detections.
 The YOLO code (GPL-3.0) is imported from the extracted wheel, never copied here.
 """
@@ -60,7 +60,7 @@ def main() -> None:
     from pycocotools.coco import COCO
 
     from segkit.models.yolo_seg import coco_ids_for, decode, letterbox
-    from segkit.sources import read_image
+    from segkit.io.sources import read_image
 
     torch.set_num_threads(2)
     model = torch.load(args.pt, map_location="cpu", weights_only=False)["model"].float().eval()

@@ -15,7 +15,7 @@ import segkit
 from conftest import REPO
 from segkit.labels import COCO_CATEGORIES
 from segkit.segmentation import Segmentation
-from segkit.sources import read_image
+from segkit.io.sources import read_image
 
 IMAGE = REPO / "images" / "000000519208.jpg"  # a person on a tennis court
 

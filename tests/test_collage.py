@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segkit.collage import (collage_frames, gif_durations, list_frames, parse_bytes, parse_layout,
+from segkit.io.collage import (collage_frames, gif_durations, list_frames, parse_bytes, parse_layout,
                             parse_resize, read_mask, write_gif, write_mp4)
 from segkit.errors import InputError, UsageError
-from segkit.frames import FrameRecord, Manifest, write_manifest
+from segkit.io.frames import FrameRecord, Manifest, write_manifest
 from segkit.render import Background, cutout
-from segkit.sinks import write_image
+from segkit.io.sinks import write_image
 
 W, H, N, FPS = 40, 30, 6, 5.0
 

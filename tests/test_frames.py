@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from segkit.errors import InputError, UsageError
-from segkit.frames import (MANIFEST_NAME, Selection, extract_frames, parse_time, read_manifest,
+from segkit.io.frames import (MANIFEST_NAME, Selection, extract_frames, parse_time, read_manifest,
                            write_manifest)
-from segkit.sources import read_image
+from segkit.io.sources import read_image
 
 FPS, N, W, H = 10.0, 40, 64, 48
 
@@ -166,7 +166,7 @@ def test_broken_manifest_is_an_error(tmp_path):
 
 
 def test_manifest_roundtrip_without_timing(tmp_path):
-    from segkit.frames import FrameRecord, Manifest
+    from segkit.io.frames import FrameRecord, Manifest
 
     m = Manifest(fps=None, frames=[FrameRecord(0, 0, None, "frame_000000.png")])
     write_manifest(tmp_path, m)

@@ -8,8 +8,8 @@ from PIL import Image
 
 from segkit.render import parse_background
 from segkit.segmentation import Segmentation
-from segkit.sinks import ImageOutputs
-from segkit.sources import Frame
+from segkit.io.sinks import ImageOutputs
+from segkit.io.sources import Frame
 
 
 def _photo():

@@ -11,7 +11,7 @@ from segkit.errors import InputError
 from segkit.models.base import Segmenter
 from segkit.pipeline import Filter, prefetch_map, run_flow
 from segkit.segmentation import Segmentation
-from segkit.sources import Frame
+from segkit.io.sources import Frame
 
 
 class FakeSegmenter(Segmenter):

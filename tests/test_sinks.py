@@ -4,8 +4,8 @@ from PIL import Image
 
 from segkit.render import parse_background
 from segkit.segmentation import Segmentation
-from segkit.sinks import ImageOutputs, atomic_write_bytes, coco_image_id
-from segkit.sources import Frame
+from segkit.io.sinks import ImageOutputs, atomic_write_bytes, coco_image_id
+from segkit.io.sources import Frame
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):

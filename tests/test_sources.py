@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from segkit.errors import InputError
-from segkit.sources import expand_inputs, read_frame, read_image
+from segkit.io.sources import expand_inputs, read_frame, read_image
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_opencv_decodes_plain_jpeg_and_png_pixel_for_pixel_like_pillow(tmp_path)
     import io
 
     from conftest import REPO
-    from segkit.sources import _decode_with_opencv, decode_image_bytes
+    from segkit.io.sources import _decode_with_opencv, decode_image_bytes
 
     jpeg = (REPO / "images" / "000000519208.jpg").read_bytes()
     png_path = tmp_path / "x.png"

@@ -1,11 +1,11 @@
-"""segkit.window under a real (virtual) X server: pixels drawn, keys, closing, no display."""
+"""segkit.io.window under a real (virtual) X server: pixels drawn, keys, closing, no display."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from fixtures.xdisplay import close_window, press_key, screenshot, xvfb
-from segkit.window import Window, WindowError
+from segkit.io.window import Window, WindowError
 
 SCREEN = (640, 480)
 

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 __all__ = ["load_model", "Model", "Segmentation", "read_image"]
 
 _LAZY = {"load_model": "segkit.api", "Model": "segkit.api", "Segmentation": "segkit.segmentation",
-         "read_image": "segkit.sources"}  # the scripts' decoder (EXIF orientation, 16-bit, alpha)
+         "read_image": "segkit.io.sources"}  # the scripts' decoder (EXIF orientation, 16-bit, alpha)
 
 
 def __getattr__(name):  # PEP 562: `import segkit` stays cheap until the API is used

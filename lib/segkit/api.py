@@ -13,9 +13,9 @@ import numpy as np
 
 from segkit.labels import parse_classes
 from segkit.models.base import Segmenter
-from segkit.pipeline import Filter
+from segkit.flow import Filter
 from segkit.segmentation import Segmentation
-from segkit.sources import read_image
+from segkit.io.sources import read_image
 
 _CONFIG = object()  # "not given": take the packaged default (segkit/defaults.yaml), as the scripts do
 

@@ -6,7 +6,7 @@ Pipeline::
 
     MatchFiles(each input) ─► keep images, name them as the local runner does (unique names)
         ─► plan: skip complete outputs ─► read + decode (Beam FileSystems, Pillow)
-        ─► RunInference(SegmenterModelHandler) ─► filter ─► ImageOutputs + ResultsCache
+        ─► RunInference(SegmenterModelHandler: flow.segment) ─► the sinks (flow.write)
         ─► failures.jsonl   ─► results.json (merged once every write is done)
 
 Inputs go through Beam's FileSystems, so ``gs://`` / ``s3://`` globs work where Beam's GCP/AWS
@@ -29,16 +29,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
-from segkit.batch import (OutputLock, ResultsCache, check_output_dir, load_image_ids,
-                          remove_stale_temps, settings_changed, unique_names, write_failures)
+from segkit import flow
 from segkit.config import DEFAULTS
-from segkit.errors import (EXIT_FAILED, EXIT_OK, EXIT_SOME_FAILED, InputError, SegkitError, UsageError,
-                           error)
-from segkit.pipeline import FlowStats
-from segkit.sinks import ImageOutputs
-from segkit.sources import IMAGE_EXTS, MAX_PIXELS, Frame, decode_image_bytes, is_glob
+from segkit.errors import InputError, SegkitError, UsageError, error
+from segkit.io.results import CocoResults, ResultsCache, load_image_ids, read_failures, write_failures
+from segkit.io.resume import check_output_dir, output_folder, settings_changed, unique_names
+from segkit.io.sources import IMAGE_EXTS, MAX_PIXELS, Frame, decode_image_bytes, is_glob
 
 METRICS_NAMESPACE = "segkit"
 DEFAULT_BATCH = 8  # images per RunInference batch: decoded photos are ~1 MB each
@@ -225,14 +223,14 @@ def _disambiguate(group) -> Iterable[tuple[int, str, str]]:
 class _Plan(beam.DoFn):
     """Skip images whose outputs (and cached results) are complete, unless overwrite."""
 
-    def __init__(self, outputs: ImageOutputs, cache: ResultsCache | None, overwrite: bool):
-        self.outputs, self.cache, self.overwrite = outputs, cache, overwrite
+    def __init__(self, sinks: list, overwrite: bool):
+        self.sinks, self.overwrite = sinks, overwrite
         self.skipped = Metrics.counter(METRICS_NAMESPACE, "skipped")
 
     def process(self, item):
         _, uri, name = item
-        if (not self.overwrite and self.outputs.complete(Frame(None, name, _frame_path(uri)))
-                and (self.cache is None or self.cache.has(name))):
+        frame = Frame(None, name, _frame_path(uri))
+        if not self.overwrite and all(p.exists() for s in self.sinks for p in s.expected(frame)):
             self.skipped.inc()
             yield beam.pvalue.TaggedOutput("skipped", name)
         else:
@@ -261,21 +259,18 @@ class _Decode(beam.DoFn):
 
 
 class _Write(beam.DoFn):
-    """Filter, then the local runner's outputs and results cache (results file last: its
-    presence means the image is complete)."""
+    """The run loop's write step over the local runner's sinks (the results cache last: its
+    file means the image is complete)."""
 
-    def __init__(self, outputs: ImageOutputs, cache: ResultsCache | None, result_filter):
-        self.outputs, self.cache, self.result_filter = outputs, cache, result_filter
+    def __init__(self, sinks: list):
+        self.sinks = sinks
         self.done = Metrics.counter(METRICS_NAMESPACE, "done")
         self.failed = Metrics.counter(METRICS_NAMESPACE, "failed")
 
     def process(self, result: PredictionResult):
         frame = result.example
         try:
-            seg = self.result_filter(result.inference)
-            self.outputs.write(frame, seg)
-            if self.cache is not None:
-                self.cache.put(frame, seg)
+            flow.write(self.sinks, frame, result.inference)
         except Exception as e:  # a write failed (disk full, permission): record, go on
             self.failed.inc()
             yield beam.pvalue.TaggedOutput("failed", (str(frame.path), str(e)))
@@ -297,9 +292,10 @@ class SegmenterModelHandler(ModelHandler):
     PredictionResult(frame, Segmentation) out. Picklable: holds names and paths only."""
 
     def __init__(self, model: str | None, model_path: str | None, download: bool = True,
-                 min_score: float = 0.0, max_batch_size: int = DEFAULT_BATCH):
+                 result_filter: flow.Filter | None = None, max_batch_size: int = DEFAULT_BATCH):
         super().__init__(max_batch_size=max_batch_size)
-        self.model, self.model_path, self.download, self.min_score = model, model_path, download, min_score
+        self.model, self.model_path, self.download = model, model_path, download
+        self.result_filter = result_filter or flow.Filter()
 
     def load_model(self) -> _LockedSegmenter:
         from segkit.models import load_segmenter
@@ -314,8 +310,7 @@ class SegmenterModelHandler(ModelHandler):
         out = []
         with model.lock:
             for i in range(0, len(batch), step):
-                chunk = batch[i:i + step]
-                out += seg.segment([f.image for f in chunk], min_score=self.min_score)
+                out += flow.segment(seg, batch[i:i + step], self.result_filter)  # the run loop's model step
         return [PredictionResult(f, s, seg.name) for f, s in zip(batch, out)]
 
     def get_num_bytes(self, batch: Sequence[Frame]) -> int:
@@ -364,8 +359,8 @@ class _Merge(beam.DoFn):
         self.detections.inc(ResultsCache(self.out_dir).merge(ordered, self.json_path, self.id_map))
 
 
-def build_pipeline(p: beam.Pipeline, specs: list[InputSpec], *, outputs: ImageOutputs,
-                   out_dir: Path, json_path: Path | None, id_map, result_filter, handler,
+def build_pipeline(p: beam.Pipeline, specs: list[InputSpec], *, sinks: list,
+                   out_dir: Path, json_path: Path | None, id_map, handler,
                    patterns: list[str] | None = None, overwrite: bool = False,
                    max_pixels: int = MAX_PIXELS) -> None:
     by_index = {s.index: s for s in specs}
@@ -386,11 +381,12 @@ def build_pipeline(p: beam.Pipeline, specs: list[InputSpec], *, outputs: ImageOu
              | "Same names" >> beam.GroupByKey()
              | "Unique names" >> beam.FlatMap(_disambiguate))
 
-    cache = ResultsCache(out_dir) if json_path else None
-    plan = items | "Plan" >> beam.ParDo(_Plan(outputs, cache, overwrite)).with_outputs("skipped", main="todo")
+    if json_path:  # the per-image results cache, written last
+        sinks = sinks + [CocoResults(json_path, ResultsCache(out_dir), id_map=id_map)]
+    plan = items | "Plan" >> beam.ParDo(_Plan(sinks, overwrite)).with_outputs("skipped", main="todo")
     decoded = plan.todo | "Decode" >> beam.ParDo(_Decode(max_pixels)).with_outputs("failed", main="frames")
     written = (decoded.frames | "Segment" >> RunInference(handler)
-               | "Write" >> beam.ParDo(_Write(outputs, cache, result_filter)).with_outputs("failed", main="done"))
+               | "Write" >> beam.ParDo(_Write(sinks)).with_outputs("failed", main="done"))
     ((decoded.failed, written.failed) | "Failures" >> beam.Flatten()
      | "All failures" >> beam.combiners.ToList()
      | "failures.jsonl" >> beam.Map(_write_failures, out_dir))
@@ -426,18 +422,13 @@ def _pipeline_error(e: Exception) -> SegkitError:
     return SegkitError(f"beam pipeline failed: {text[:500]}")
 
 
-def run_folder(args, build_outputs: Callable[[Path], tuple], build_filter: Callable[[], object],
-               settings: Callable[[str], dict]) -> int:
-    """segment_folder.py --runner beam: parse-time work as the local runner, then one pipeline.
+def run_folder(args) -> tuple[flow.RunStats, str]:
+    """segment_folder.py --runner beam: the local runner's checks, then one pipeline. Returns the
+    run's stats and "<model>; beam <runner>" for the summary line."""
+    from segkit import cli
+    from segkit.folder_run import check_inputs, no_images, settings, warn_changed
 
-    The command layer hands in what it builds from its flags: ``build_outputs(out_dir)`` ->
-    (ImageOutputs, results JSON path or None), ``build_filter()`` -> the result Filter, and
-    ``settings(model_name)`` (the record the local runner keeps, so each runner warns about the
-    other's differences). Callables, so their checks run in the same order as before.
-    """
-    for spec in args.input:
-        if not _is_remote(spec) and not Path(spec).is_dir() and not is_glob(spec):
-            raise UsageError(f"{spec}: not a folder or glob (use segment_image.py for single images)")
+    check_inputs(args.input, remote=_is_remote)
     out_dir = Path(args.output or DEFAULTS["output"])
     if _is_remote(str(out_dir)) or "://" in (args.output or ""):
         raise UsageError(f"{args.output}: the beam runner writes into a folder its workers can reach "
@@ -445,24 +436,22 @@ def run_folder(args, build_outputs: Callable[[Path], tuple], build_filter: Calla
     check_output_dir(out_dir, [s for s in args.input if not _is_remote(s)], [])
     specs = [InputSpec(i, s, args.recursive) for i, s in enumerate(args.input)]
 
-    outputs, json_path = build_outputs(out_dir)
+    sinks, json_path = cli.build_outputs(args, out_dir)
     id_map = load_image_ids(args.coco_annotations) if args.coco_annotations else None
-    result_filter = build_filter()
-    model_name = _model_name(args)
     handler = SegmenterModelHandler(args.model, args.model_path, download=not args.no_download,
-                                    min_score=result_filter.threshold or 0.0)
+                                    result_filter=cli.build_filter(args))
+    model_name = _model_name(args)
     options = PipelineOptions(shlex.split(args.beam_options or ""))
     if not options.view_as(StandardOptions).runner:
         options.view_as(StandardOptions).runner = "DirectRunner"
 
-    with OutputLock(out_dir):
-        remove_stale_temps(out_dir)
-        changed = settings_changed(out_dir, settings(model_name))
+    with output_folder(out_dir):
+        changed = settings_changed(out_dir, settings(args, model_name))
         t0 = time.perf_counter()
         p = beam.Pipeline(options=options)
-        build_pipeline(p, specs, outputs=outputs, out_dir=out_dir, json_path=json_path, id_map=id_map,
-                       result_filter=result_filter, handler=handler, patterns=args.pattern,
-                       overwrite=args.overwrite, max_pixels=args.max_pixels or MAX_PIXELS)
+        build_pipeline(p, specs, sinks=sinks, out_dir=out_dir, json_path=json_path, id_map=id_map,
+                       handler=handler, patterns=args.pattern, overwrite=args.overwrite,
+                       max_pixels=args.max_pixels or MAX_PIXELS)
         try:
             with _quiet_run():
                 result = p.run()
@@ -472,29 +461,19 @@ def run_folder(args, build_outputs: Callable[[Path], tuple], build_filter: Calla
         except Exception as e:
             raise _pipeline_error(e) from None
         counts = _counters(result)
-    stats = FlowStats(done=counts.get("done", 0), skipped=counts.get("skipped", 0),
-                      failed=counts.get("failed", 0), seconds=time.perf_counter() - t0)
+    stats = flow.RunStats(done=counts.get("done", 0), skipped=counts.get("skipped", 0),
+                          failed=counts.get("failed", 0), seconds=time.perf_counter() - t0)
 
     if stats.done + stats.skipped + stats.failed == 0:
-        raise UsageError(f"no images in {' '.join(args.input)}"
-                         + ("" if args.recursive else " (sub-folders need --recursive)"))
-    if changed and stats.skipped and not args.overwrite:
-        error(f"warning: {stats.skipped} outputs in {out_dir} were made with other settings "
-              f"({'; '.join(changed)}); they are kept: --overwrite redoes them")
-    failures = out_dir / "failures.jsonl"
+        raise no_images(args)
+    warn_changed(changed, stats.skipped, out_dir, args.overwrite)
     if stats.failed:
-        from segkit.batch import read_failures
         for f in read_failures(out_dir):
             error(f"{f['file']}: {f['reason']}")
-        print(f"failures: {failures}", file=sys.stderr)
+        print(f"failures: {out_dir / 'failures.jsonl'}", file=sys.stderr)
     if json_path and stats.done + stats.skipped and not args.quiet:
         print(f"COCO results: {json_path} ({counts.get('detections', 0)} detections)")
-    runner = options.view_as(StandardOptions).runner
-    print(f"segment_folder: {stats.summary()}; model {model_name}; beam {runner}",
-          file=sys.stderr if args.quiet else sys.stdout)
-    if stats.failed:
-        return EXIT_SOME_FAILED if stats.done + stats.skipped else EXIT_FAILED
-    return EXIT_OK
+    return stats, f"{model_name}; beam {options.view_as(StandardOptions).runner}"
 
 
 def _counters(result) -> dict[str, int]:

@@ -196,8 +196,24 @@ def _fraction(text: str) -> float:
     return v
 
 
+def _positive(kind: type, what: str):
+    """argparse type: a number of ``kind`` above 0 (--max-frames, --duration)."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"{text} must be > 0")
+        return v
+    return parse
+
+
+positive_int, positive_float = _positive(int, "an integer"), _positive(float, "a number")
+
+
 def build_filter(args):
-    from segkit.pipeline import Filter
+    from segkit.flow import Filter
 
     return Filter(parse_class_filter(args), args.threshold, args.max_instances, getattr(args, "min_area", None))
 
@@ -234,11 +250,20 @@ def load_model(args, progress: bool = True):
     return load_segmenter(args.model, args.model_path, download=not args.no_download, progress=progress)
 
 
+#: per-image file sinks beyond the picture: flag -> sink(args, out_dir). A new output format is
+#: one sink class in its own file, its flag in add_output_args and its line here.
+def _file_sinks():
+    from segkit.io.sinks import Masks, YoloTxt
+
+    return {"save_masks": lambda args, out: Masks(out),
+            "save_txt": lambda args, out: YoloTxt(out, with_conf=args.save_conf)}
+
+
 def build_outputs(args, out_dir: Path):
-    """(ImageOutputs, results JSON path or None) from the output flags every script shares."""
+    """(per-image file sinks, results JSON path or None) from the output flags every script shares."""
+    from segkit.io.sinks import Picture, Renderer
+    from segkit.io.sources import IMAGE_EXTS
     from segkit.render import parse_background
-    from segkit.sinks import ImageOutputs
-    from segkit.sources import IMAGE_EXTS
 
     if os.path.lexists(out_dir) and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: -o names an existing file, not a folder; give a folder "
@@ -246,10 +271,8 @@ def build_outputs(args, out_dir: Path):
     if getattr(args, "save_conf", False) and not getattr(args, "save_txt", False):
         raise UsageError("--save-conf adds scores to the --save-txt files: give --save-txt too")
     background = parse_background(args.background) if args.background else None
-    outputs = ImageOutputs(out_dir, background, save_masks=args.save_masks, save_visual=not args.no_visual,
-                           alpha=DEFAULTS["alpha"] if args.alpha is None else args.alpha,
-                           ext=f".{args.ext}" if getattr(args, "ext", None) else None,
-                           save_txt=getattr(args, "save_txt", False), save_conf=getattr(args, "save_conf", False))
+    sinks = [] if args.no_visual else [Picture(out_dir, Renderer(background, args.alpha), getattr(args, "ext", None))]
+    sinks += [make(args, out_dir) for flag, make in _file_sinks().items() if getattr(args, flag, False)]
     json_path = None
     if args.json:
         j = Path(args.json)
@@ -257,40 +280,20 @@ def build_outputs(args, out_dir: Path):
         if json_path.suffix.lower() in IMAGE_EXTS:
             raise UsageError(f"{json_path}: a results file named like an image could overwrite an "
                              "input; give it a .json name")
-    return outputs, json_path
+    return sinks, json_path
 
 
-def refuse_to_overwrite_inputs(items, outputs, json_path) -> None:
+def refuse_to_overwrite_inputs(items, sinks, json_path) -> None:
     """Never write over an input, whatever -o says: check every planned output path up front."""
-    from segkit.sources import Frame
-
-    from segkit.sources import real_path
+    from segkit.io.sources import Frame, real_path
 
     inputs = {real_path(p) for p, _ in items if os.path.lexists(p)}  # a missing one is reported later
     for p, name in items:
-        for target in outputs.expected(Frame(None, name, p)) + ([json_path] if json_path else []):
+        planned = [t for s in sinks for t in s.expected(Frame(None, name, p))]
+        for target in planned + ([json_path] if json_path else []):
             if real_path(target) in inputs:
                 hint = " (or --ext png)" if target.suffix.lower() in (".jpg", ".jpeg") else ""
                 raise UsageError(f"{target}: output would overwrite an input file; choose another -o{hint}")
-
-
-def record_failures(out_dir: Path, failures, replace: bool = True) -> Path | None:
-    """Write ``<out>/failures.jsonl``; on a full disk say so on one line instead of failing the
-    exit code with a second error. ``replace=False`` (segment_image): only when something failed,
-    so it never wipes a concurrent folder run's list."""
-    from segkit.batch import write_failures
-    from segkit.errors import OutputError
-
-    failures = list(failures)
-    if not failures and not replace:
-        return None
-    try:
-        return write_failures(out_dir, failures)
-    except OutputError as e:
-        # with nothing to list, or when a full disk was already reported, that line was enough
-        if failures and not (e.disk_full and any("no space left" in str(r) for _, r in failures)):
-            error(f"{e} (the failures are listed above)")
-        return None
 
 
 def display_available() -> bool:
@@ -314,7 +317,7 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except BrokenPipeError:  # `| head` closed our stdout: not an error of ours
         return EXIT_OK
     except OSError as e:  # a file problem nobody wrapped (disk full at start-up...): still one line
-        from segkit.sources import os_problem
+        from segkit.io.sources import os_problem
 
         where = e.filename if e.filename is not None else "segkit"
         error(f"{where}: {os_problem(e)}")

@@ -23,9 +23,11 @@ import numpy as np
 from segkit.config import DEFAULTS
 from segkit.errors import InputError, SegkitError
 from segkit.labels import class_name
-from segkit.pipeline import Filter, prefetch_map, run_flow
+from segkit.flow import Filter, run
+from segkit.io.sinks import Call
+from segkit.io.sources import Frames, prefetch_map
 from segkit.segmentation import Segmentation
-from segkit.sources import Frame, read_image
+from segkit.io.sources import Frame, read_image
 
 # COCO AP counts at most 100 detections per image (maxDets): the protocol, not --max-instances.
 COCO_MAX_DETS = 100
@@ -125,7 +127,7 @@ def _per_class_ap(ev, gt) -> dict[str, float]:
 
 def predict_coco(segmenter, gt, image_dir: str | Path, img_ids: list[int],
                  result_filter: Filter | None = None, progress=None,
-                 on_error: Callable[[Frame, Exception], None] | None = None) -> list[dict]:
+                 on_error: Callable[[str], None] | None = None) -> list[dict]:
     """Run ``segmenter`` over COCO images -> COCO results with the annotation file's image ids."""
     results: list[dict] = []
     lock = threading.Lock()
@@ -135,9 +137,16 @@ def predict_coco(segmenter, gt, image_dir: str | Path, img_ids: list[int],
         with lock:
             results.extend(res)
 
-    run_flow(_coco_frames(gt, image_dir, img_ids), segmenter, write,
-             result_filter or Filter(max_instances=COCO_MAX_DETS), on_error=on_error, progress=progress)
+    _run(_coco_frames(gt, image_dir, img_ids), segmenter, write,
+         result_filter or Filter(max_instances=COCO_MAX_DETS), on_error, progress)
     return results
+
+
+def _run(frames, segmenter, write, result_filter: Filter, on_error, progress) -> None:
+    """The one flow with the scoring function as its sink."""
+    with Frames(frames) as source:
+        run(source, segmenter, [Call(write)], result_filter=result_filter, progress=progress,
+            **({"on_error": on_error} if on_error else {}))
 
 
 def _coco_frames(gt, image_dir, img_ids) -> Iterator[Frame]:
@@ -268,8 +277,8 @@ def semantic_coco(segmenter, gt, image_dir, img_ids: list[int], class_ids: tuple
         if figures is not None:
             figures.add(frame.index, pred, truth)
 
-    run_flow(_coco_frames(gt, image_dir, img_ids), segmenter, write,
-             Filter(set(class_ids), threshold, min_area=min_area), on_error=on_error, progress=progress)
+    _run(_coco_frames(gt, image_dir, img_ids), segmenter, write,
+         Filter(set(class_ids), threshold, min_area=min_area), on_error, progress)
     return counts
 
 
@@ -328,8 +337,7 @@ def semantic_folder(segmenter, images_dir, masks_dir, class_id: int, threshold: 
                                                   f"image is {seg.width}x{seg.height}")
         counts.add(predicted_class_masks(seg, (class_id,)), truth[None])
 
-    run_flow(prefetch_map(read, pairs), segmenter, write, Filter({class_id}, threshold),
-             on_error=on_error, progress=progress)
+    _run(prefetch_map(read, pairs), segmenter, write, Filter({class_id}, threshold), on_error, progress)
     return counts
 
 

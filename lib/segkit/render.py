@@ -138,7 +138,7 @@ def parse_background(spec: str) -> Background:
         return Background("color", color=rgb)
     p = Path(s)
     if p.is_file():
-        from segkit.sources import read_image
+        from segkit.io.sources import read_image
         return Background("image", image=read_image(p))
     raise UsageError(f"--background {spec!r}: not white|transparent|blur|COLOR (name, #rrggbb, r,g,b) "
                      "and not an existing image file")

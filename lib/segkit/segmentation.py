@@ -143,7 +143,7 @@ class Segmentation:
     def masks_png(self) -> list[tuple[int, bytes]]:
         """(class id, PNG bytes) per instance (a semantic class counts as one): 0/255 grey
         PNGs at image size, the files ``--save-masks`` writes."""
-        from segkit.sinks import encode_image  # sinks imports this module
+        from segkit.io.atomic import encode_image
 
         inst = self.as_instances()
         return [(int(c), encode_image(m.astype(np.uint8) * 255, ".png"))

@@ -459,7 +459,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        from segkit.sinks import FILE_MODE  # only after a download: the import cost is nothing here
+        from segkit.io.sinks import FILE_MODE  # only after a download: the import cost is nothing here
 
         os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; the lock file is an ordinary file
         os.replace(tmp, path)
@@ -1045,6 +1045,6 @@ def _extraction_error(e: BaseException, archive: Path, dest: Path) -> ZooError:
 
 
 def _os_words(e: OSError) -> str:
-    from segkit.sources import os_problem  # sources imports numpy only: still no TF, no cv2
+    from segkit.io.sources import os_problem  # sources imports numpy only: still no TF, no cv2
 
     return os_problem(e)

@@ -256,7 +256,7 @@ def test_webcam_quiet_runs(tmp_path):
 # --------------------------------------------------------------------------- shared output folders
 
 def test_folder_run_keeps_temp_files_of_live_runs_and_removes_those_of_dead_ones(tmp_path):
-    from segkit import sinks
+    from segkit.io import sinks
 
     src, out = tmp_path / "in", tmp_path / "out"
     good_photos(src, 1)

@@ -12,7 +12,7 @@ from conftest import REPO
 from segkit import cli
 from segkit.commands import folder, image
 from segkit.segmentation import Segmentation
-from segkit.sources import read_image
+from segkit.io.sources import read_image
 
 SAMPLE = REPO / "images" / "000000519208.jpg"  # one person
 OTHER = REPO / "images" / "000000183709.jpg"
@@ -72,8 +72,8 @@ def test_folder_resume_redoes_images_whose_txt_is_missing(capsys, tmp_path):
 
 
 def test_empty_result_writes_an_empty_file(tmp_path):
-    from segkit.sinks import ImageOutputs
-    from segkit.sources import Frame
+    from segkit.io.sinks import ImageOutputs
+    from segkit.io.sources import Frame
 
     outs = ImageOutputs(tmp_path, save_visual=False, save_txt=True)
     frame = Frame(np.zeros((8, 8, 3), np.uint8), "nothing")

@@ -287,7 +287,7 @@ def test_window_shows_the_annotated_stream_and_quits(display, long_clip, tmp_pat
 def test_camera_run_writes_real_time_video_and_reports_drops(tmp_path, monkeypatch, capsys):
     """A fake 60 fps camera (no real one here): the live path end to end, in process."""
     from fixtures.clips import FakeCamera
-    import segkit.video as video
+    import segkit.io.video as video
     from segkit import cli
 
     mod = _load_script()

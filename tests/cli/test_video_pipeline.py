@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, shared_path
-from segkit.sinks import write_image
-from segkit.sources import read_image
+from segkit.io.sinks import write_image
+from segkit.io.sources import read_image
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHON": sys.executable}
 

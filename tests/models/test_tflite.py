@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from segkit.models import load_segmenter
-from segkit.sources import read_image
+from segkit.io.sources import read_image
 
 
 @pytest.fixture(scope="module")

@@ -189,7 +189,7 @@ def yolov5s():
 
 @pytest.fixture(scope="session")
 def photo(repo):
-    from segkit.sources import read_image
+    from segkit.io.sources import read_image
 
     return read_image(repo / PHOTO)
 
@@ -250,7 +250,7 @@ def test_model_path_pt_loads_the_conversion_cached_beside_it(yolov5s, photo, tmp
     for f in src.glob("yolov5s-seg*.640.fp32.*"):
         shutil.copy(f, tmp_path)
     shutil.copy(src / "yolov5s-seg.pt", tmp_path / "yolov5s-seg.pt")
-    code = ("import sys\nfrom segkit.models import load_segmenter\nfrom segkit.sources import read_image\n"
+    code = ("import sys\nfrom segkit.models import load_segmenter\nfrom segkit.io.sources import read_image\n"
             "s = load_segmenter(model_path=sys.argv[1])\n"
             "r = s.segment_one(read_image(sys.argv[2]), min_score=0.25)\n"
             "print(s.family, s.name, ','.join(sorted(set(r.class_names))), 'tensorflow' in sys.modules)")

@@ -135,7 +135,7 @@ def test_tflite_and_keras_adapters_of_one_export_give_the_same_masks(resumed_run
     """The zoo entry's ``resize: linear`` makes LiteRT see what Keras (and training) sees."""
     from segkit.models import load_segmenter
     from segkit.models.unet import UnetSegmenter
-    from segkit.sources import read_image
+    from segkit.io.sources import read_image
 
     out, _, _ = resumed_run
     lite = load_segmenter(model_path=str(out))

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from segkit import evaluate as ev
-    from segkit.sinks import write_json
+    from segkit.io.atomic import write_json
 
     args = parse_args(build_parser(), argv)
     if args.threshold is None:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     failed: list[str] = []
-    on_error = lambda frame, err: (failed.append(str(err)), cli.error(str(err)))  # noqa: E731
+    on_error = lambda line: (failed.append(line), cli.error(line))  # noqa: E731
     metrics: dict = {}
     bar = None
     scope = None  # which of the annotated images are scored, and why
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                                                        figures=figures, min_area=args.min_area).scores()
                 metrics["figures"] = figures.scores()
             else:
-                from segkit.pipeline import Filter
+                from segkit.flow import Filter
                 results = ev.predict_coco(seg, gt, args.images, img_ids, Filter(classes, None, ev.COCO_MAX_DETS),
                                           progress=bar, on_error=on_error)
                 metrics.update(ev.coco_ap(gt, results, per_class=args.per_class, img_ids=img_ids))

@@ -7,7 +7,7 @@ import sys
 import time
 
 from segkit import cli
-from segkit.frames import MANIFEST_NAME, Selection, extract_frames, parse_time, truncation_note
+from segkit.io.frames import MANIFEST_NAME, Selection, extract_frames, parse_time, truncation_note
 
 EPILOG = """examples:
   video_to_frames.py -i video.mp4 -o frames/                    # every frame, PNG

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
-from functools import partial
 from pathlib import Path
 
 from segkit import cli
 from segkit.config import DEFAULTS, parse_args
-from segkit.errors import InputError, OutputError, UsageError
-from segkit.pipeline import prefetch_map, run_flow
-from segkit.sinks import coco_image_id, write_json
-from segkit.sources import IMAGE_EXTS, MAX_PIXELS, expand_inputs, read_frame
+from segkit.errors import UsageError
+from segkit.flow import run
+from segkit.io.results import CocoResults, Failures
+from segkit.io.sinks import Picture
+from segkit.io.sources import IMAGE_EXTS, MAX_PIXELS, ImageFiles, expand_inputs
 
 EPILOG = """examples:
   segment_image.py -i images/person.jpg                       # person model, overlay into segmented_images/
@@ -50,72 +49,54 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output or DEFAULTS["output"])
     single_file = len(items) == 1 and out.suffix.lower() in IMAGE_EXTS
     out_dir = out.parent if single_file else out
-    outputs, json_path = cli.build_outputs(args, out_dir)
+    sinks, json_path = cli.build_outputs(args, out_dir)
     if single_file:
-        outputs.ext = out.suffix
+        for s in sinks:
+            if isinstance(s, Picture):
+                s.ext = out.suffix
         items = [(items[0][0], out.stem)]
-    cli.refuse_to_overwrite_inputs(items, outputs, json_path)
+    cli.refuse_to_overwrite_inputs(items, sinks, json_path)
 
     result_filter = cli.build_filter(args)
     t0 = time.perf_counter()
     segmenter = cli.load_model(args)
     load_s = time.perf_counter() - t0
 
-    max_pixels = args.max_pixels or MAX_PIXELS
-    coco_results: list[dict] = []
-    lock = threading.Lock()
+    failures = Failures(out_dir, replace=False)
+    results = CocoResults(json_path) if json_path else None
     shown: list[Path] = []
 
-    def write(frame, seg):
-        written = outputs.write(frame, seg)
-        if json_path:
-            res = seg.to_coco_results(coco_image_id(frame.name))
-            with lock:
-                coco_results.extend(res)
+    def report(frame, seg, written):
         if not args.quiet:
             kept = f"{len(seg)} instances" if not seg.is_semantic else \
                 f"{seg.foreground().mean() * 100:.1f}% foreground"
             print(f"{frame.path}: {kept} -> {', '.join(str(w) for w in written) or '(no image)'}")
         shown.extend(w for w in written if w.suffix.lower() in IMAGE_EXTS)
 
-    failures: list[tuple[Path, str]] = []
-
-    def on_error(frame, err):
-        failures.append((frame.path, getattr(err, "problem", None) if isinstance(err, InputError) else str(err)))
-        cli.error(str(err) if isinstance(err, InputError) else f"{frame.path}: {err}")
-
-    stats = run_flow(prefetch_map(partial(read_frame, max_pixels=max_pixels), items), segmenter, write, result_filter,
-                     on_error=on_error)
-    if stats.stopped:
-        stats.not_attempted = len(items) - stats.done - stats.failed
-    if failures and cli.record_failures(out_dir, failures, replace=False):
-        print(f"failures: {out_dir / 'failures.jsonl'}", file=sys.stderr)
-    if json_path and stats.done:
-        try:
-            write_json(json_path, sorted(coco_results, key=lambda r: (str(r["image_id"]), -r["score"])))
-            print(f"COCO results: {json_path} ({len(coco_results)} detections)")
-        except OutputError as e:  # the images are written: say so in the exit code (3), not 1
-            cli.error(str(e))
-            stats.failed += 1
+    with ImageFiles(items, args.max_pixels or MAX_PIXELS) as source:
+        stats = run(source, segmenter, sinks + [s for s in (results, failures) if s],
+                    result_filter=result_filter, report=report)
+    if failures.path:
+        print(f"failures: {failures.path}", file=sys.stderr)
+    if results is not None and results.path:
+        print(f"COCO results: {results.path} ({results.count} detections)")
     if args.show:
         _show(shown)
     print(f"segment_image: {stats.summary()}; model {segmenter.name} loaded in {load_s:.1f} s",
           file=sys.stderr if args.quiet else sys.stdout)
-    if stats.failed:
-        return cli.EXIT_SOME_FAILED if stats.done else cli.EXIT_FAILED
-    return cli.EXIT_OK
+    return stats.exit_code()
 
 
 def _show(paths: list[Path]) -> None:
     if not cli.display_available():
         print("segment_image: --show ignored: no display (DISPLAY is not set); results are in the files above")
         return
-    from segkit.window import Window
-    from segkit.sources import read_image as _read
+    from segkit.io.sources import read_image
+    from segkit.io.window import Window
 
     with Window("segkit") as win:
         for p in paths:
-            win.show(_read(p))
+            win.show(read_image(p))
             if win.wait(0) in ("quit", "closed"):
                 break
 

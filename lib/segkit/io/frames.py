@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from segkit.errors import InputError, OutputError, UsageError
-from segkit.sinks import atomic_write_bytes, write_image
+from segkit.io.atomic import atomic_write_bytes, write_image
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -152,7 +152,7 @@ class VideoInfo:
 
 def open_video(path: str | os.PathLike) -> tuple[cv2.VideoCapture, VideoInfo]:
     """Open a video file, or raise InputError('<path>: <problem>') for anything unusable."""
-    from segkit.video import open_capture
+    from segkit.io.video_source import open_capture
 
     p = Path(path)
     if not p.exists():  # before open_capture, which would take a bare number for a camera

@@ -1,4 +1,4 @@
-"""Frame folders -> animated GIF or MP4, optionally as side-by-side collages.
+"""Frame folders as animation frames, optionally side-by-side collages (written by animation.py).
 
 Layouts are panel names joined by commas, laid out left to right at the frames' own size:
 
@@ -16,26 +16,21 @@ writes it), else in natural name order; the manifest's fps is the default playba
 """
 from __future__ import annotations
 
-import io
-import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
-from segkit.errors import InputError, OutputError, SegkitError, UsageError
-from segkit.frames import MANIFEST_NAME, read_manifest
-from segkit.sinks import FILE_MODE, atomic_write_bytes, output_error, temp_prefix
-from segkit.sources import IMAGE_EXTS, read_image
+from segkit.errors import InputError, UsageError
+from segkit.io.frames import MANIFEST_NAME, read_manifest
+from segkit.io.sources import IMAGE_EXTS, read_image
 
 PANELS = ("original", "mask", "cutout")
 DEFAULT_FPS = 10.0
-OUTPUT_EXTS = (".gif", ".mp4")
 
 
 # ------------------------------------------------------------------------- arguments
@@ -231,140 +226,3 @@ def _resized(img: np.ndarray, resize: Callable[[int, int], tuple[int, int]] | No
         return img
     interp = cv2.INTER_AREA if w < img.shape[1] else cv2.INTER_LINEAR
     return cv2.resize(img, (w, h), interpolation=interp)
-
-
-# -------------------------------------------------------------------------- writing
-@dataclass
-class AnimationResult:
-    path: Path
-    frames: int        # frames in the written file
-    fps: float         # its playback rate
-    step: int          # one frame kept out of every `step`
-    bytes: int
-    width: int
-    height: int
-
-
-def to_palette(rgb: np.ndarray, colors: int = 256):
-    """One frame -> Pillow 'P' image with its own adaptive palette (a GIF local colour table).
-
-    Median cut, no dithering: dither noise defeats GIF's LZW compression. On carphone (528x144
-    collage) this is Pillow's ADAPTIVE conversion: mean error 0.9/255 vs 1.8 for fast octree,
-    which is 30 % smaller; fewer ``colors`` is the size knob.
-    """
-    from PIL import Image
-
-    return Image.fromarray(rgb).quantize(colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-
-
-def gif_durations(n: int, fps: float) -> list[int]:
-    """Per-frame delays in ms, in GIF's 10 ms steps, whose running sum stays on real time
-    (7.49 fps is 133.5 ms a frame: 130,130,140,... rather than 130 throughout, which drifts)."""
-    ends = [round((i + 1) * 100 / fps) for i in range(n)]  # centiseconds since the start
-    return [10 * max(1, e - s) for s, e in zip([0] + ends[:-1], ends)]
-
-
-def encode_gif(frames: list, fps: float, loop: int = 0) -> bytes:
-    """Pillow 'P' frames -> GIF bytes. ``loop``: 0 forever, N = play N times in all."""
-    if not frames:
-        raise SegkitError("no frames to write")
-    buf = io.BytesIO()
-    kw = {} if loop == 1 else {"loop": 0 if loop == 0 else loop - 1}  # GIF counts repeats
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:],
-                   duration=gif_durations(len(frames), fps), disposal=1, optimize=False, **kw)
-    return buf.getvalue()
-
-
-def write_gif(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float, loop: int = 0,
-              step: int = 1, max_bytes: int | None = None, colors: int = 256) -> AnimationResult:
-    """Write a GIF atomically. ``frames`` were already taken every ``step``; with ``max_bytes``,
-    more frames are dropped (evenly, keeping the duration) until the file fits."""
-    path = Path(path)
-    pal = [to_palette(f, colors) for f in frames]
-    if not pal:
-        raise SegkitError(f"{path}: no frames to write")
-    extra = 1
-    while True:
-        chosen = pal[::extra]
-        data = encode_gif(chosen, fps / extra, loop)
-        if max_bytes is None or len(data) <= max_bytes:
-            break
-        if len(chosen) == 1:
-            raise UsageError(f"{path}: one frame alone is {len(data):,} bytes, over --max-size "
-                             f"{max_bytes:,}; make frames smaller with --resize")
-        # frames cost roughly the same: thin out by the ratio we are over, at least one more step
-        extra = max(extra + 1, math.ceil(extra * len(data) / max_bytes))
-        extra = min(extra, len(pal))
-    atomic_write_bytes(path, data)
-    w, h = pal[0].size
-    return AnimationResult(path, len(chosen), fps / extra, step * extra, len(data), w, h)
-
-
-def write_mp4(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float,
-              step: int = 1) -> AnimationResult:
-    """Write an MP4 (MPEG-4 part 2, 'mp4v': in every OpenCV build) atomically, then check that
-    it opens with cv2.VideoCapture and holds the frames we wrote."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path.stem), suffix=".tmp.mp4", dir=path.parent)
-    except OSError as e:
-        raise output_error(path, e) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    writer = None
-    n, size = 0, (0, 0)
-    try:
-        for rgb in frames:
-            if writer is None:
-                size = (rgb.shape[1], rgb.shape[0])
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
-                if not writer.isOpened():
-                    raise SegkitError(f"{path}: OpenCV cannot write MP4 (mp4v) here")
-            writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            n += 1
-        if writer is None:
-            raise SegkitError(f"{path}: no frames to write")
-        writer.release()
-        writer = None
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # a delayed "disk full" shows here, before the rename
-        finally:
-            os.close(fd)
-        # OpenCV's writer reports no write errors: read the file back
-        got = _count_frames(tmp)
-        if got != n:
-            raise OutputError(path, f"cannot write: wrote {n} frames but the MP4 reads back "
-                                    f"{max(got, 0)}{_disk_note(path.parent)}; nothing was written there")
-        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; an output is as readable as any file
-        os.replace(tmp, path)
-    except OSError as e:
-        raise output_error(path, e) from None
-    finally:
-        if writer is not None:
-            writer.release()
-        tmp.unlink(missing_ok=True)
-    return AnimationResult(path, n, fps, step, path.stat().st_size, *size)
-
-
-def _disk_note(folder: Path) -> str:
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return ""
-    left = st.f_bavail * st.f_frsize
-    return f" (disk full? {left:,} bytes free)" if left < 64 << 20 else ""
-
-
-def _count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            return -1
-        n = 0
-        while cap.grab():
-            n += 1
-        return n
-    finally:
-        cap.release()

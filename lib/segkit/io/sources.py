@@ -1,4 +1,4 @@
-"""Where frames come from: image files, folders, globs (videos and cameras live in video.py).
+"""Where frames come from: image files, folders, globs (videos and cameras: video_source.py).
 
 Images are opened with Pillow because it tells truncated files apart (OpenCV silently returns a
 half-grey picture), applies EXIF orientation, handles 16-bit/grayscale/RGBA/palette modes and
@@ -13,14 +13,20 @@ import io
 import os
 import stat
 import warnings
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
 from segkit.config import DEFAULTS
 from segkit.errors import InputError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 #: default pixel limit (a 10k x 10k photo); raise with --max-pixels
@@ -241,3 +247,61 @@ def read_frame(item: tuple[Path, str], max_pixels: int = MAX_PIXELS, index: int 
     except (OSError, MemoryError) as e:  # whatever reading throws is this input's failure, not the run's
         problem = os_problem(e, Path(path)) if isinstance(e, OSError) else "out of memory decoding it"
         return Frame(None, name, path, index, error=InputError(path, problem))
+
+
+# --------------------------------------------------------------------------- sources for flow.run
+def prefetch_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 2,
+                 lookahead: int = 8) -> Iterator[R]:
+    """Ordered ``map(fn, items)`` computed by a thread pool at most ``lookahead`` items ahead."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="segkit-read") as pool:
+        pending: deque[Future] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= lookahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class Frames:
+    """Any iterable of Frames as a flow source: every one, in order (the ordered policy)."""
+
+    unit = "images"
+    live = False
+    dropped = 0
+
+    def __init__(self, frames: Iterable[Frame], name: str = "images", total: int | None = None):
+        self._it = iter(frames)
+        self.name = name
+        self.ended = False
+        if total is not None:
+            self.total = total
+
+    def next(self, timeout: float | None = None) -> Frame | None:
+        try:
+            return next(self._it)
+        except StopIteration:
+            self.ended = True
+            return None
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()  # stops a read-ahead pool of a run cut short
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ImageFiles(Frames):
+    """(path, output name) pairs decoded by ``workers`` threads reading up to ``lookahead`` files
+    ahead of the model. A file that cannot be read comes out as a Frame with ``error`` set."""
+
+    def __init__(self, items: list[tuple[Path, str]], max_pixels: int = MAX_PIXELS, workers: int = 2,
+                 lookahead: int | None = None):
+        read = partial(read_frame, max_pixels=max_pixels)
+        super().__init__(prefetch_map(read, items, max(1, workers), lookahead or 4 * max(1, workers)),
+                         total=len(items))

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from segkit.errors import SegkitError
+from segkit.io.sinks import Sink
 
 QUIT_KEYS = {"q", "Q", "Escape"}
 
@@ -150,3 +151,48 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 4:
         return image[..., :3]
     return image
+
+
+def draw_hud(image: np.ndarray, fps: float, model_ms: float, dropped: int | None) -> np.ndarray:
+    """The live display's corner: frames per second, model time, frames a live source dropped."""
+    text = f"{fps:5.1f} fps  model {model_ms:5.1f} ms"
+    if dropped is not None:
+        text += f"  dropped {dropped}"
+    out = image.copy()
+    scale = max(0.45, image.shape[0] / 900)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(out, (0, 0), (tw + 10, th + base + 10), (0, 0, 0), -1)
+    cv2.putText(out, text, (5, th + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+class WindowSink(Sink):
+    """Shows the newest annotated frame in ``window`` with the HUD above.
+
+    Frames are drawn on the writer thread (``write``) and shown by ``poll`` on the main thread,
+    between frames, as Tk requires; poll turns q/Esc or a closed window into a reason to stop.
+    The window belongs to whoever opened it (closing the sink leaves it open)."""
+
+    def __init__(self, window: Window, render):
+        self.window, self.render = window, render
+        self.latest: np.ndarray | None = None
+        self._shown: np.ndarray | None = None
+        self._run = None
+
+    def open(self, run) -> None:
+        self._run = run
+
+    def write(self, frame, seg) -> list:
+        self.latest = self.render(frame, seg)
+        return []
+
+    def poll(self) -> str | None:
+        vis = self.latest
+        if vis is not None and vis is not self._shown and self._run is not None:
+            stats, source = self._run.stats, self._run.source
+            t0 = time.perf_counter()
+            self.window.show(draw_hud(vis, stats.recent_fps(), stats.model_ms_recent,
+                                      source.dropped if source.live else None))
+            stats.show_s += time.perf_counter() - t0
+            self._shown = vis
+        return {"quit": "quit key", "closed": "window closed"}.get(self.window.poll())

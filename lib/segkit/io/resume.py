@@ -1,16 +1,14 @@
-"""Folder runs that can be killed at any moment and resumed: what to skip, what failed, and the
-COCO results of the whole folder.
+"""Runs into an output folder that can be killed at any moment and resumed.
 
 State lives under ``<out>/.segkit/``:
 
 ``lock``                 held (flock) while a run writes into ``<out>``: two runs never race
-``results/<name>.json``  per-image COCO results (``--json``), written atomically right after the
-                         image's outputs, so a killed run loses nothing it finished
+``results/<name>.json``  per-image COCO results (``--json``, see results.py), written right
+                         after the image's other outputs, so a killed run loses nothing it finished
 ``settings.json``        what the outputs were made with, to warn when a rerun changes it
 
-An image is *complete* when every output it should have exists (outputs are only ever created
-whole, see sinks.py) and, with ``--json``, its results file too. Complete images are skipped
-unless ``overwrite``; everything else is (re)done.
+An input is *complete* when every file its sinks would write exists (sinks only ever create
+files whole), and is skipped unless ``overwrite``: that skip set is the resumable source policy.
 """
 from __future__ import annotations
 
@@ -18,17 +16,15 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from segkit.errors import UsageError
-from segkit.segmentation import Segmentation
-from segkit.sinks import (FILE_MODE, ImageOutputs, atomic_write_bytes, coco_image_id, output_error,
-                          temp_owner_alive, temp_prefix, write_json)
-from segkit.sources import Frame, real_path
+from segkit.io.atomic import output_error, temp_owner_alive, write_json
+from segkit.io.sources import Frame, real_path
 
 STATE_DIR = ".segkit"
 
@@ -151,109 +147,27 @@ def settings_changed(out_dir: Path, settings: dict) -> list[str]:
             if old.get(k) != settings.get(k)]
 
 
-# --------------------------------------------------------------------------- results
-class ResultsCache:
-    """Per-image COCO results under ``<out>/.segkit/results/``, merged into one JSON at the end.
-
-    Results are stored without ``image_id``: ids are given at merge time, so a rerun with
-    ``--coco-annotations`` maps even the images done before.
-    """
-
-    def __init__(self, out_dir: Path):
-        self.root = out_dir / STATE_DIR / "results"
-
-    def path(self, name: str) -> Path:
-        return self.root / f"{name}.json"
-
-    def has(self, name: str) -> bool:
-        return self.path(name).is_file()
-
-    def put(self, frame: Frame, seg: Segmentation) -> None:
-        dets = seg.to_coco_results(0)
-        for d in dets:
-            del d["image_id"]
-        record = {"file": str(frame.path), "height": seg.height, "width": seg.width, "results": dets}
-        write_json(self.path(frame.name), record)
-
-    def get(self, name: str) -> dict:
-        return json.loads(self.path(name).read_text())
-
-    def merge(self, items: list[tuple[Path, str]], json_path: Path,
-              id_map: dict[str, int] | None = None) -> int:
-        """Stream every cached image of ``items`` into one COCO results list at ``json_path``
-        (atomically; memory holds one image's results at a time). Returns the detection count."""
-        count = 0
-        tmp = None
-        try:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(json_path.name), suffix=".tmp", dir=json_path.parent)
-            with os.fdopen(fd, "w") as f:
-                f.write("[")
-                for path, name in items:
-                    if not self.has(name):
-                        continue  # failed image: named in failures.jsonl
-                    image_id = image_id_for(path, id_map)
-                    for det in self.get(name)["results"]:
-                        f.write(",\n" if count else "\n")
-                        f.write(json.dumps({"image_id": image_id, **det}, separators=(",", ":")))
-                        count += 1
-                f.write("\n]\n")
-            os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; results.json is an output like the images
-            os.replace(tmp, json_path)
-        except OSError as e:
-            raise output_error(json_path, e) from None
-        finally:
-            if tmp is not None and os.path.lexists(tmp):
-                Path(tmp).unlink(missing_ok=True)
-        return count
-
-
-def load_image_ids(annotation_file: str | os.PathLike) -> dict[str, int]:
-    """file_name -> image id of a COCO annotation file (only its ``images`` list is used)."""
-    p = Path(annotation_file)
-    try:
-        data = json.loads(p.read_text())
-        return {Path(im["file_name"]).name: int(im["id"]) for im in data["images"]}
-    except FileNotFoundError:
-        raise UsageError(f"{p}: no such annotation file") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{p}: not a COCO annotation file ({type(e).__name__}: {e})") from None
-
-
-def image_id_for(path: Path, id_map: dict[str, int] | None):
-    if id_map is not None and path.name in id_map:
-        return id_map[path.name]
-    return coco_image_id(path.stem)
-
-
-# --------------------------------------------------------------------------- plan + failures
+# --------------------------------------------------------------------------- plan
 @dataclass
 class Plan:
     todo: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def plan_run(items: list[tuple[Path, str]], outputs: ImageOutputs, cache: ResultsCache | None,
-             overwrite: bool = False) -> Plan:
+def plan_run(items: list[tuple[Path, str]], sinks: Iterable, overwrite: bool = False) -> Plan:
+    """Split ``items`` into those to do and those whose every output already exists."""
+    sinks = list(sinks)
     plan = Plan()
     for path, name in items:
-        done = (not overwrite and outputs.complete(Frame(None, name, path))
-                and (cache is None or cache.has(name)))
+        frame = Frame(None, name, path)
+        done = not overwrite and all(p.exists() for s in sinks for p in s.expected(frame))
         (plan.skipped if done else plan.todo).append((path, name))
     return plan
 
 
-def write_failures(out_dir: Path, failures: Iterable[tuple[Path | str, str]]) -> Path:
-    """``<out>/failures.jsonl``: one {"file", "reason"} per line for this run, replaced whole."""
-    path = out_dir / "failures.jsonl"
-    lines = [json.dumps({"file": str(f), "reason": r}) for f, r in failures]
-    atomic_write_bytes(path, ("\n".join(lines) + "\n" if lines else "").encode())
-    return path
-
-
-def read_failures(out_dir: Path) -> Iterator[dict]:
-    path = out_dir / "failures.jsonl"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                yield json.loads(line)
+@contextmanager
+def output_folder(out_dir: Path):
+    """Hold ``out_dir``'s lock for a run and clear what killed runs left behind."""
+    with OutputLock(out_dir):
+        remove_stale_temps(out_dir)
+        yield out_dir

@@ -1,0 +1,86 @@
+"""segment_folder's run, for both runners (local threads, or Beam in beam_runner.py): the
+output folder is locked and cleaned, complete images are skipped (the resumable policy), failures
+are recorded and the results of the whole folder merged, whatever the runner."""
+from __future__ import annotations
+
+import fnmatch
+import sys
+from pathlib import Path
+
+from segkit import cli
+from segkit.config import DEFAULTS
+from segkit.errors import UsageError, error
+from segkit.flow import Policy, RunStats, run
+from segkit.io.results import CocoResults, Failures, ResultsCache, load_image_ids
+from segkit.io.resume import check_output_dir, output_folder, plan_run, settings_changed, unique_names
+from segkit.io.sources import MAX_PIXELS, Frames, ImageFiles, expand_inputs, is_glob
+
+
+def settings(args, model_name: str) -> dict:
+    """What shapes the outputs: a rerun with other values warns that old outputs are kept."""
+    return {"model": model_name, "classes": args.classes, "threshold": args.threshold,
+            "max_instances": args.max_instances, "background": args.background,
+            "alpha": args.alpha, "save_masks": args.save_masks, "no_visual": args.no_visual}
+
+
+def check_inputs(specs: list[str], remote=lambda spec: False) -> None:
+    for spec in specs:
+        if not remote(spec) and not Path(spec).is_dir() and not is_glob(spec):
+            raise UsageError(f"{spec}: not a folder or glob (use segment_image.py for single images)")
+
+
+def no_images(args) -> UsageError:
+    return UsageError(f"no images in {' '.join(args.input)}"
+                      + ("" if args.recursive else " (sub-folders need --recursive)"))
+
+
+def warn_changed(changed: list[str], skipped: int, out_dir: Path, overwrite: bool) -> None:
+    if changed and skipped and not overwrite:
+        error(f"warning: {skipped} outputs in {out_dir} were made with other settings "
+              f"({'; '.join(changed)}); they are kept: --overwrite redoes them")
+
+
+def segment_folder(args) -> tuple[RunStats, str]:
+    """The local runner: returns the run's stats and the model's name ("" when nothing was left
+    to do). Prints failures, the results file and the progress bar as it goes."""
+    from tqdm import tqdm
+
+    check_inputs(args.input)
+    items = expand_inputs(args.input, recursive=args.recursive)
+    if args.pattern:
+        items = [(p, n) for p, n in items if any(fnmatch.fnmatch(p.name, g) for g in args.pattern)]
+    out_dir = Path(args.output or DEFAULTS["output"])
+    items = unique_names(check_output_dir(out_dir, args.input, items))
+    if not items:
+        raise no_images(args)
+    sinks, json_path = cli.build_outputs(args, out_dir)
+    cli.refuse_to_overwrite_inputs(items, sinks, json_path)
+    id_map = load_image_ids(args.coco_annotations) if args.coco_annotations else None
+    result_filter = cli.build_filter(args)
+
+    with output_folder(out_dir):
+        if json_path:  # last: its per-image file is what says an image is complete
+            sinks.append(CocoResults(json_path, ResultsCache(out_dir), items, id_map))
+        plan = plan_run(items, sinks, overwrite=args.overwrite)
+        failures = Failures(out_dir)
+        stats, model = RunStats(skipped=len(plan.skipped)), ""
+        if plan.todo:
+            segmenter = cli.load_model(args, progress=not args.quiet)
+            model = segmenter.name
+            warn_changed(settings_changed(out_dir, settings(args, model)), len(plan.skipped), out_dir,
+                         args.overwrite)
+            with tqdm(total=len(plan.todo), unit="img", disable=args.quiet, file=sys.stderr,
+                      desc="segment_folder", dynamic_ncols=True) as bar, \
+                    ImageFiles(plan.todo, args.max_pixels or MAX_PIXELS, workers=args.workers) as source:
+                stats = run(source, segmenter, sinks + [failures], result_filter=result_filter,
+                            policy=Policy.files(args.workers), progress=bar, stats=stats,
+                            on_error=lambda line: tqdm.write(f"segkit: error: {line}", file=sys.stderr))
+        else:  # nothing left to segment: earlier runs' results are still merged, failures reset
+            stats = run(Frames([]), None, sinks + [failures], stats=stats)
+    if failures.failures and failures.path:
+        print(f"failures: {failures.path}", file=sys.stderr)
+    results = sinks[-1] if json_path else None
+    if results is not None and results.path and not args.quiet:
+        print(f"COCO results: {results.path} ({results.count} detections)")
+    return stats, model
+
