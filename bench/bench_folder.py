@@ -43,11 +43,11 @@ def main() -> None:
     forced_ext = args.ext
     args.ext = args.ext or ".jpg"  # COCO photos are JPEG: the default overlay follows them
 
-    from segkit.io.resume import ResultsCache
-    from segkit.models import load_segmenter
-    from segkit.pipeline import Filter
-    from segkit.io.sinks import ImageOutputs
+    from segkit.flow import Filter
+    from segkit.io.results import ResultsCache
+    from segkit.io.sinks import Picture, Renderer
     from segkit.io.sources import Frame, read_image
+    from segkit.models import load_segmenter
 
     files = (sorted((SHARED / "val2017").glob("*.jpg")) + sorted((SHARED / "train2017").glob("*.jpg")))[: args.n]
     if len(files) < args.n:
@@ -70,12 +70,13 @@ def main() -> None:
             flt(segmenter.segment_one(im, min_score=0.5))
 
     def sequential():  # the same files written as the folder run writes them
-        out = ImageOutputs(tmp / "seq", save_visual=not args.no_visual, ext=args.ext)
+        out = Picture(tmp / "seq", Renderer(), args.ext) if not args.no_visual else None
         cache = ResultsCache(tmp / "seq") if args.no_visual else None
         for f in files:
             fr = Frame(read_image(f), f.stem, f)
             seg = flt(segmenter.segment_one(fr.image, min_score=0.5))
-            out.write(fr, seg)
+            if out is not None:
+                out.write(fr, seg)
             if cache is not None:
                 cache.put(fr, seg)
 
@@ -129,7 +130,7 @@ def main() -> None:
 def stage_costs(files, decoded, segmenter, flt, ext, no_visual) -> dict[str, float]:
     """Milliseconds per image of each stage alone, on the calling thread."""
     from segkit.render import overlay
-    from segkit.io.sinks import encode_image
+    from segkit.io.atomic import encode_image
     from segkit.io.sources import read_image
 
     def per_image(fn, items):

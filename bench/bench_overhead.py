@@ -79,7 +79,7 @@ def fake_raw_outputs(n: int = 100) -> dict[str, np.ndarray]:
 def toolkit_seconds(runs: int) -> dict[str, float]:
     from segkit.models.garden import GardenSegmenter
     from segkit.render import overlay
-    from segkit.io.sinks import encode_image
+    from segkit.io.atomic import encode_image
     from segkit.io.sources import read_image
 
     src = cv2.resize(read_image(REPO / "images" / "000000519208.jpg"), (SIZE, SIZE))

@@ -49,12 +49,13 @@ def make_clip(path: Path, frames: int, size=(640, 480), fps: float = 30.0) -> Pa
 
 
 def sequential(clip: Path, out: Path, model: str | None, background: str | None, show: bool) -> dict:
-    from segkit.live import make_renderer
+    from segkit.io.sinks import Renderer
+    from segkit.io.sources import Frame
     from segkit.models import load_segmenter
     from segkit.render import parse_background
 
     seg = load_segmenter(model)
-    render = make_renderer(parse_background(background) if background else None, 0.5)
+    render = Renderer(parse_background(background) if background else None, 0.5)
     window = None
     if show:
         from segkit.io.window import Window
@@ -73,7 +74,7 @@ def sequential(clip: Path, out: Path, model: str | None, background: str | None,
         t1 = time.perf_counter()
         s = seg.segment_one(rgb).filter(threshold=0.5)
         t2 = time.perf_counter()
-        vis = render(rgb, s)
+        vis = render(Frame(rgb, ""), s)
         t3 = time.perf_counter()
         if writer is None:
             writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 30, vis.shape[1::-1])
@@ -106,9 +107,9 @@ def pipeline(clip: Path, out: Path, model: str | None, background: str | None, s
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     if r.returncode != 0:
         sys.exit(f"bench_webcam: segment_webcam failed:\n{r.stderr}")
-    line = [ln for ln in r.stdout.splitlines() if "frames segmented" in ln][-1]
+    line = [ln for ln in r.stdout.splitlines() if "frames done" in ln][-1]
     res = {"line": line,
-           "frames": int(re.search(r"(\d+) frames segmented", line).group(1)),
+           "frames": int(re.search(r"(\d+) frames done", line).group(1)),
            "fps": float(re.search(r"\(([\d.]+) fps\)", line).group(1))}
     for stage in ("capture", "model", "draw", "write", "window"):
         m = re.search(rf"{stage} ([\d.]+) ms", line)
@@ -153,7 +154,7 @@ def main() -> None:
     print(f"overlapped / sequential: {par['fps'] / seq['fps']:.2f}x; target >= 30 fps: "
           f"{'met' if par['fps'] >= 30 else 'NOT met'}")
     print(f"load average after the runs: {load:.1f} on {os.cpu_count()} cores (other work competes)")
-    print(f"as a 30 fps camera (--realtime): {live['frames']} of {a.frames} frames segmented, "
+    print(f"as a 30 fps camera (--realtime): {live['frames']} of {a.frames} frames done, "
           f"{live['dropped']} dropped ({live['dropped'] / a.frames * 100:.1f}%), {live['fps']:.1f} fps")
 
 

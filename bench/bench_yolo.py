@@ -151,10 +151,10 @@ def live(model: str, frames: int) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "frames segmented" in ln]
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "frames done" in ln]
     if r.returncode or not lines:
         return {"line": f"failed ({r.returncode}): {r.stderr.strip().splitlines()[-1:]}", "fps": float("nan")}
-    frames = int(re.search(r"(\d+) frames segmented", lines[-1]).group(1))
+    frames = int(re.search(r"(\d+) frames done", lines[-1]).group(1))
     # CPU seconds the whole run used (start-up included), per frame: on 2 idle cores the run
     # could go at most 2/cpu fps (perfect overlap) and at least 1/cpu fps (none)
     cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / max(frames, 1)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segkit.io.collage import (collage_frames, gif_durations, list_frames, parse_bytes, parse_layout,
-                            parse_resize, read_mask, write_gif, write_mp4)
+from segkit.io.animation import gif_durations, write_animation
+from segkit.io.collage import collage_frames, list_frames, parse_bytes, parse_layout, parse_resize, read_mask
 from segkit.errors import InputError, UsageError
 from segkit.io.frames import FrameRecord, Manifest, write_manifest
 from segkit.render import Background, cutout
-from segkit.io.sinks import write_image
+from segkit.io.atomic import write_image
 
 W, H, N, FPS = 40, 30, 6, 5.0
 
@@ -104,7 +104,7 @@ def test_gif_frame_count_and_duration_from_manifest_fps(tmp_path, frames_dir):
     seq = list_frames(frames_dir)
     assert seq.fps == FPS
     out = tmp_path / "out" / "a.gif"
-    res = write_gif(collage_frames(seq, ["original"]), out, seq.fps)
+    res = write_animation(collage_frames(seq, ["original"]), out, seq.fps)
     assert (res.frames, res.width, res.height) == (N, W, H)
     with Image.open(out) as im:
         assert im.n_frames == N and im.size == (W, H)
@@ -120,7 +120,7 @@ def test_gif_frame_count_and_duration_from_manifest_fps(tmp_path, frames_dir):
 def test_gif_skip_keeps_the_duration_and_loop_count(tmp_path, frames_dir):
     seq = list_frames(frames_dir)
     out = tmp_path / "b.gif"
-    write_gif(collage_frames(seq, ["original"], step=2), out, FPS / 2, loop=1, step=2)
+    write_animation(collage_frames(seq, ["original"], step=2), out, FPS / 2, loop=1, step=2)
     with Image.open(out) as im:
         assert im.n_frames == 3 and im.info["duration"] == 400
         assert "loop" not in im.info  # plays once
@@ -132,14 +132,14 @@ def test_gif_skip_keeps_the_duration_and_loop_count(tmp_path, frames_dir):
 def test_gif_max_size_drops_frames_until_it_fits(tmp_path):
     rng = np.random.default_rng(0)
     noisy = [rng.integers(0, 256, (64, 64, 3), np.uint8) for _ in range(12)]  # ~ incompressible
-    full = write_gif(noisy, tmp_path / "full.gif", 10.0)
+    full = write_animation(noisy, tmp_path / "full.gif", 10.0)
     limit = full.bytes // 3
-    res = write_gif(noisy, tmp_path / "small.gif", 10.0, max_bytes=limit)
+    res = write_animation(noisy, tmp_path / "small.gif", 10.0, max_bytes=limit)
     assert res.bytes <= limit and (tmp_path / "small.gif").stat().st_size == res.bytes
     assert res.frames < 12 and res.step > 1
     assert res.frames / res.fps == pytest.approx(12 / 10.0, rel=0.35)  # about as long as before
     with pytest.raises(UsageError, match="one frame alone"):
-        write_gif(noisy, tmp_path / "tiny.gif", 10.0, max_bytes=100)
+        write_animation(noisy, tmp_path / "tiny.gif", 10.0, max_bytes=100)
     assert not (tmp_path / "tiny.gif").exists()
 
 
@@ -152,7 +152,7 @@ def test_gif_durations_stay_on_real_time():
 def test_mp4_opens_with_the_right_frame_count(tmp_path, frames_dir):
     seg = segment_dir(tmp_path, "white", save_masks=True)
     out = tmp_path / "c.mp4"
-    res = write_mp4(collage_frames(list_frames(frames_dir), ["original", "mask", "cutout"], seg), out, FPS)
+    res = write_animation(collage_frames(list_frames(frames_dir), ["original", "mask", "cutout"], seg), out, FPS)
     assert res.frames == N
     cap = cv2.VideoCapture(str(out))
     try:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from segkit.render import parse_background
 from segkit.segmentation import Segmentation
-from segkit.io.sinks import ImageOutputs
+from segkit.io.sinks import Masks, Picture, Renderer
 from segkit.io.sources import Frame
 
 
@@ -35,12 +35,13 @@ def _seg():
     ("a.jpg", ".jpg", "transparent", "a.png", "PNG"),  # alpha needs PNG whatever was asked
 ])
 def test_visual_format(tmp_path, src, ext, background, want, fmt):
-    outs = ImageOutputs(tmp_path, parse_background(background) if background else None,
-                        save_masks=True, ext=ext)
+    sinks = [Picture(tmp_path, Renderer(parse_background(background) if background else None), ext),
+             Masks(tmp_path)]
     frame = Frame(_photo(), "a", Path(src) if src else None)
-    assert outs.expected(frame)[0].name == want
-    written = outs.write(frame, _seg())
-    assert written == outs.expected(frame) and outs.complete(frame)  # resume sees what was written
+    expected = [p for s in sinks for p in s.expected(frame)]
+    assert expected[0].name == want
+    written = [p for s in sinks for p in s.write(frame, _seg())]
+    assert written == expected and all(p.exists() for p in expected)  # resume sees what was written
     with Image.open(written[0]) as im:
         assert im.format == fmt
         assert im.mode == ("RGBA" if background == "transparent" else "RGB")
@@ -53,9 +54,8 @@ def test_jpeg_overlay_is_quality_95(tmp_path):
 
     from segkit.render import overlay
 
-    outs = ImageOutputs(tmp_path)
     frame = Frame(_photo(), "a", Path("a.jpg"))
-    (path,) = outs.write(frame, _seg())
+    (path,) = Picture(tmp_path, Renderer()).write(frame, _seg())
     vis = overlay(frame.image, _seg(), 0.5)
     ok, q95 = cv2.imencode(".jpg", np.ascontiguousarray(vis[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert path.read_bytes() == q95.tobytes()

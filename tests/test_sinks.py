@@ -4,7 +4,9 @@ from PIL import Image
 
 from segkit.render import parse_background
 from segkit.segmentation import Segmentation
-from segkit.io.sinks import ImageOutputs, atomic_write_bytes, coco_image_id
+from segkit.io.atomic import atomic_write_bytes
+from segkit.io.results import coco_image_id
+from segkit.io.sinks import Masks, Picture, Renderer
 from segkit.io.sources import Frame
 
 
@@ -24,11 +26,12 @@ def test_image_outputs_write_complete_set(tmp_path):
     masks[0, 5:10, 5:15] = True
     seg = Segmentation(20, 30, masks=masks, boxes=np.array([[5, 5, 15, 10]], np.float32),
                        class_ids=np.array([18]), scores=np.array([0.9], np.float32))
-    outs = ImageOutputs(tmp_path, parse_background("transparent"), save_masks=True)
+    sinks = [Picture(tmp_path, Renderer(parse_background("transparent"))), Masks(tmp_path)]
     frame = Frame(img, "sub/pic")
-    assert not outs.complete(frame)
-    written = outs.write(frame, seg)
-    assert outs.complete(frame)
+    complete = lambda: all(p.exists() for s in sinks for p in s.expected(frame))  # noqa: E731
+    assert not complete()
+    written = [p for s in sinks for p in s.write(frame, seg)]
+    assert complete()
     assert Image.open(written[0]).mode == "RGBA"
     mask_files = sorted((tmp_path / "sub" / "pic_masks").iterdir())
     assert [m.name for m in mask_files] == ["000_dog.png"]

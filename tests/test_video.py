@@ -1,4 +1,4 @@
-"""segkit.io.video: opening sources, file vs live reading, and the atomic threaded video writer."""
+"""segkit.io.video_source and video_writer: opening sources, file vs live reading, and the atomic threaded video writer."""
 from __future__ import annotations
 
 import glob
@@ -14,8 +14,8 @@ from conftest import shared_path
 from fixtures.clips import count_frames, make_clip
 from fixtures.http_server import serve_folder
 from segkit.errors import InputError, SegkitError
-from segkit.io.video import (AtomicVideoWriter, VideoSource, check_video_path, is_url, open_capture,
-                          open_source, parse_source)
+from segkit.io.video_source import VideoSource, is_url, open_capture, open_source, parse_source
+from segkit.io.video_writer import AtomicVideoWriter, check_video_path
 
 CLIP_FRAMES, CLIP_FPS = 30, 20.0
 
@@ -232,7 +232,7 @@ def test_camera_gives_the_newest_frame_and_ends_when_unplugged(monkeypatch):
     """A 100 fps fake camera read by a consumer at ~20 fps: frames drop, none is stale, and the
     source ends after LIVE_MAX_FAILED_READS failed reads instead of waiting forever."""
     from fixtures.clips import FakeCamera
-    import segkit.io.video as video
+    import segkit.io.video_source as video
 
     monkeypatch.setattr(video, "LIVE_MAX_FAILED_READS", 5)
     cam = FakeCamera(frames=60, fps=100)

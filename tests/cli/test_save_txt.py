@@ -72,10 +72,10 @@ def test_folder_resume_redoes_images_whose_txt_is_missing(capsys, tmp_path):
 
 
 def test_empty_result_writes_an_empty_file(tmp_path):
-    from segkit.io.sinks import ImageOutputs
+    from segkit.io.sinks import YoloTxt
     from segkit.io.sources import Frame
 
-    outs = ImageOutputs(tmp_path, save_visual=False, save_txt=True)
+    sink = YoloTxt(tmp_path)
     frame = Frame(np.zeros((8, 8, 3), np.uint8), "nothing")
-    assert outs.write(frame, Segmentation(8, 8)) == [tmp_path / "nothing.txt"]
-    assert (tmp_path / "nothing.txt").read_text() == "" and outs.complete(frame)
+    assert sink.write(frame, Segmentation(8, 8)) == [tmp_path / "nothing.txt"] == sink.expected(frame)
+    assert (tmp_path / "nothing.txt").read_text() == ""

@@ -46,9 +46,9 @@ def run(*args, display=None, timeout=120) -> subprocess.CompletedProcess:
 
 
 def _summary(stdout: str) -> dict:
-    line = [ln for ln in stdout.splitlines() if "frames segmented" in ln][-1]
+    line = [ln for ln in stdout.splitlines() if "frames done" in ln][-1]
     m = re.search(r"output (\S+) \((\d+) frames\)", line)
-    return {"segmented": int(re.search(r"(\d+) frames segmented", line).group(1)),
+    return {"segmented": int(re.search(r"(\d+) frames done", line).group(1)),
             "written": int(m.group(2)) if m else None,
             "dropped": int(re.search(r"(\d+) dropped", line).group(1)) if "dropped" in line else None,
             "stopped": line.rsplit("stopped: ", 1)[-1].split(";")[0] if "stopped: " in line else None}
@@ -287,7 +287,7 @@ def test_window_shows_the_annotated_stream_and_quits(display, long_clip, tmp_pat
 def test_camera_run_writes_real_time_video_and_reports_drops(tmp_path, monkeypatch, capsys):
     """A fake 60 fps camera (no real one here): the live path end to end, in process."""
     from fixtures.clips import FakeCamera
-    import segkit.io.video as video
+    import segkit.io.video_source as video
     from segkit import cli
 
     mod = _load_script()

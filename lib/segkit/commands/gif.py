@@ -10,9 +10,8 @@ from pathlib import Path
 
 from segkit import cli
 from segkit.errors import UsageError
-from segkit.io.animation import OUTPUT_EXTS, animation_sink
+from segkit.io.animation import OUTPUT_EXTS, write_animation
 from segkit.io.collage import DEFAULT_FPS, collage_frames, list_frames, parse_bytes, parse_layout, parse_resize
-from segkit.io.sources import Frame
 
 EPILOG = f"""examples:
   frames_to_gif.py -i frames/ -o clip.gif                       # fps from frames/manifest.json
@@ -84,14 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"frames_to_gif: note: {fps:.3g} fps is faster than GIF players show (20 ms a frame at "
               "best; shorter delays play at 100 ms): consider --skip", file=sys.stderr)
     t0 = time.perf_counter()
-    sink, ok = animation_sink(out, fps, loop=args.loop, step=args.skip, max_bytes=max_bytes, colors=args.colors), False
-    try:
-        for i, image in enumerate(collage_frames(seq, layout, seg_dir, resize, step=args.skip)):
-            sink.write(Frame(image, str(i), index=i), None)
-        ok = True
-    finally:
-        sink.close(ok)  # a failure leaves no file behind
-    res = sink.result
+    res = write_animation(collage_frames(seq, layout, seg_dir, resize, step=args.skip), out, fps, loop=args.loop,
+                          step=args.skip, max_bytes=max_bytes, colors=args.colors)
     if not args.quiet:
         kept = f", 1 in {res.step} frames" if res.step > 1 else ""
         print(f"frames_to_gif: {res.path}: {res.frames} frames {res.width}x{res.height} at {res.fps:.3g} fps"

@@ -128,3 +128,18 @@ def animation_sink(path: Path, fps: float, *, loop: int = 0, step: int = 1, max_
     if Path(path).suffix.lower() == ".gif":
         return GifSink(path, fps, render, loop, step, max_bytes, colors)
     return Mp4Sink(path, fps, render, step)
+
+
+def write_animation(images, path: str | os.PathLike, fps: float, **options) -> AnimationResult:
+    """RGB pictures -> a GIF or MP4 at ``path`` (``options`` as animation_sink's); the file appears
+    complete or not at all, also when reading a picture fails midway."""
+    from segkit.io.sources import Frame
+
+    sink, ok = animation_sink(Path(path), fps, **options), False
+    try:
+        for i, image in enumerate(images):
+            sink.write(Frame(image, str(i), index=i), None)
+        ok = True
+    finally:
+        sink.close(ok)
+    return sink.result
