@@ -123,9 +123,11 @@ def test_permission_denied_is_one_line_and_recorded(script, tmp_path):
 def test_file_vanishing_between_listing_and_reading_is_a_recorded_failure(tmp_path, monkeypatch, capsys):
     import importlib
 
-    from segkit import cli, sources
+    from segkit import cli
+    from segkit.io import sources
 
     script = importlib.import_module("segkit.commands.folder")  # bin/segment_folder.py's main()
+    run = importlib.import_module("segkit.folder_run")  # ... and the library call it makes
     src, out = tmp_path / "in", tmp_path / "out"
     good = good_photos(src, 3)
     victim = good[1]
@@ -135,7 +137,7 @@ def test_file_vanishing_between_listing_and_reading_is_a_recorded_failure(tmp_pa
         items = real_expand(*a, **k)
         victim.unlink()  # another program removes it after the folder was listed
         return items
-    monkeypatch.setattr(script, "expand_inputs", list_then_delete)
+    monkeypatch.setattr(run, "expand_inputs", list_then_delete)
     rc = cli.run_main(script.main, ["-i", str(src), "-o", str(out), "--model-path", str(MODEL), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 3
@@ -256,7 +258,7 @@ def test_webcam_quiet_runs(tmp_path):
 # --------------------------------------------------------------------------- shared output folders
 
 def test_folder_run_keeps_temp_files_of_live_runs_and_removes_those_of_dead_ones(tmp_path):
-    from segkit.io import sinks
+    from segkit.io import atomic as sinks
 
     src, out = tmp_path / "in", tmp_path / "out"
     good_photos(src, 1)

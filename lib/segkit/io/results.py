@@ -125,6 +125,12 @@ class CocoResults(Sink):
     def open(self, run) -> None:
         self._stats = run.stats
 
+    def __getstate__(self):  # Beam pickles sinks to ship them to its workers
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _lock=threading.Lock())
+
     def expected(self, frame: Frame) -> list[Path]:
         return [self.cache.path(frame.name)] if self.cache is not None else []
 

@@ -73,6 +73,12 @@ class Renderer:
         self._last.item = (frame, seg, vis)
         return vis
 
+    def __getstate__(self):  # Beam pickles sinks to ship them to its workers
+        return {k: v for k, v in self.__dict__.items() if k != "_last"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _last=threading.local())
+
 
 class Picture(Sink):
     """``<out>/<name>.jpg|.png``: the overlay, or the cut-out when a background is chosen.
