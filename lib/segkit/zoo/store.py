@@ -131,13 +131,15 @@ def check_sha(spec: ModelSpec, digest: str, what: str) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file + rename: ``path`` is whole or untouched (the
+    lock file, and the YOLO conversion cache beside a checkpoint)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        from segkit.sinks import FILE_MODE  # only after a download: the import cost is nothing here
+        from segkit.sinks import FILE_MODE  # here: writes are rare (after a download or a conversion)
 
-        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; the lock file is an ordinary file
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; these are ordinary (shared) files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -177,7 +179,12 @@ def staging(spec: ModelSpec, digest_of: dict):
                   "installed": _utc_now()}
         try:
             (stage / COMPLETE_MARKER).write_text(yaml.safe_dump(marker, sort_keys=True))
-            _swap_into_place(stage, final)
+            try:
+                replace_dir(stage, final)
+            except OSError:
+                # another process installed it between our check and now: keep theirs if complete
+                if not (final / COMPLETE_MARKER).is_file():
+                    raise
         except OSError as e:
             raise ZooError(f"{final}: cannot install model '{spec.name}' ({os_words(e)})") from None
     finally:
@@ -185,21 +192,26 @@ def staging(spec: ModelSpec, digest_of: dict):
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def _swap_into_place(stage: Path, final: Path) -> None:
-    """Rename stage to final; an older (incomplete or forced) folder is moved aside first."""
-    old = None
+def replace_dir(stage: Path, final: Path) -> None:
+    """Rename folder ``stage`` to ``final``, so ``final`` is never a half-written folder.
+
+    Whatever is at ``final`` (an older install or export, a link) is renamed aside first and
+    removed once ``stage`` is in place; if that rename fails, it is put back, unless something
+    else took its place meanwhile. The model installs and the training export both use this."""
+    aside = None
     if final.exists() or final.is_symlink():
-        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
-        os.rename(final, old / "x")
+        aside = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
+        os.rename(final, aside / final.name)
     try:
         os.rename(stage, final)
     except OSError:
-        # another process installed it between our check and now: keep theirs if it is complete
-        if not (final / COMPLETE_MARKER).is_file():
-            raise
+        if aside is not None and not (final.exists() or final.is_symlink()):
+            with contextlib.suppress(OSError):
+                os.rename(aside / final.name, final)
+        raise
     finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def _utc_now() -> str:
