@@ -184,8 +184,8 @@ def _spec_from_entry(name: str, entry: Any, origin: Path, root: Path) -> ModelSp
     if not safe_name(name):
         raise ZooError(f"{origin}: model name {name!r} cannot be a folder name inside the model dir "
                        "(letters, digits and . _ + - only, not starting with a dot)")
-    if "archive" in entry and check_archive_options(entry["archive"]):
-        raise bad(check_archive_options(entry["archive"]))
+    if "archive" in entry and (problem := check_archive_options(entry["archive"])):
+        raise bad(problem)
     family, task = entry.get("family"), entry.get("task")
     if family not in FAMILIES:
         raise bad(f"family {family!r} is not one of {', '.join(FAMILIES)}")
