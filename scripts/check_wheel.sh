@@ -41,10 +41,12 @@ env -u PYTHONPATH SEGKIT_MODEL_DIR="$tmp/no_downloads" http_proxy=http://127.0.0
     "$tmp/venv/bin/segkit" image -i photo.jpg
 test -s segmented_images/photo.jpg
 "$tmp/venv/bin/python" - <<'PY'
+from pathlib import Path
+
 import segkit, segkit.zoo as zoo
 from PIL import Image
 assert "site-packages" in segkit.__file__, segkit.__file__
-assert zoo.ZOO_ROOT.is_relative_to(zoo.Path(segkit.__file__).parent), zoo.ZOO_ROOT
+assert zoo.ZOO_ROOT.is_relative_to(Path(segkit.__file__).parent), zoo.ZOO_ROOT
 with Image.open("segmented_images/photo.jpg") as im:
     assert im.format == "JPEG" and im.size == (640, 406), (im.format, im.size)
 print(f"wheel check: segkit {segkit.__file__}, models from {zoo.ZOO_ROOT}")

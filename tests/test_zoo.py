@@ -23,6 +23,7 @@ import yaml
 from fixtures.http_server import closed_port_url
 from fixtures.zoo_env import models, server  # noqa: F401 (pytest fixtures)
 from segkit import zoo
+from segkit.zoo import store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -253,6 +254,31 @@ def test_half_installed_folder_is_never_used_and_gets_replaced(server, models):
     with pytest.raises(zoo.ZooError, match="not installed"):
         zoo.resolve(spec, download=False)
     assert zoo.resolve(spec, progress=False).read_bytes() == GRAPH
+
+
+def test_replace_dir_swaps_a_folder_in_and_keeps_the_old_one_when_it_cannot(tmp_path):
+    """The one folder swap the installs and the training export share."""
+    final = tmp_path / "m"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    stage = tmp_path / ".m.stage.tmp"
+    stage.mkdir()
+    (stage / "new.txt").write_text("new")
+    store.replace_dir(stage, final)
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no stage, no folder moved aside
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    # the rename in fails (here: the stage is gone): the folder that was there is put back
+    with pytest.raises(FileNotFoundError):
+        store.replace_dir(tmp_path / ".gone.tmp", final)
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert (final / "new.txt").read_text() == "new"
+    # a link at the final name is replaced, not followed
+    (tmp_path / "elsewhere").mkdir()
+    final.rename(tmp_path / "kept")
+    final.symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "stage2").mkdir()
+    store.replace_dir(tmp_path / "stage2", final)
+    assert final.is_dir() and not final.is_symlink() and (tmp_path / "elsewhere").is_dir()
 
 
 def test_offline_gives_one_line_error_naming_url_and_where_to_put_it(models):

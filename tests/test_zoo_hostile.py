@@ -17,6 +17,7 @@ import yaml
 from conftest import REPO
 from fixtures.zoo_env import models, server  # noqa: F401 (pytest fixtures)
 from segkit import zoo
+from segkit.zoo import archives
 
 GRAPH = b"frozen graph bytes " * 50
 #: a real TFLite model (MediaPipe's selfie network, bundled with the repository)
@@ -190,7 +191,7 @@ def test_member_count_and_unpacked_size_are_capped(server, models):
     assert_left_nothing(spec_for(name, url, sha(data)), models)
     # the defaults are far above any real checkpoint: this one installs
     assert zoo.fetch(spec_for(name, url, sha(data)), progress=False).read_bytes() == GRAPH
-    assert zoo.DEFAULT_MAX_UNPACKED_BYTES >= 8 << 30 and zoo.DEFAULT_MAX_MEMBERS >= 1000
+    assert archives.DEFAULT_MAX_UNPACKED_BYTES >= 8 << 30 and archives.DEFAULT_MAX_MEMBERS >= 1000
 
 
 def test_bad_archive_options_are_refused_at_registry_load(tmp_path):

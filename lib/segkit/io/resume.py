@@ -113,7 +113,7 @@ class OutputLock:
 
 
 def remove_stale_temps(out_dir: Path) -> int:
-    """Delete temp files/folders a killed run left behind (sinks.py names them
+    """Delete temp files/folders a killed run left behind (io/atomic.py names them
     ``.<final>.<host>-<pid>.<rand>[.tmp]``). Only those of processes that are gone: a
     segment_image writing into the same folder right now keeps its own."""
     removed = 0

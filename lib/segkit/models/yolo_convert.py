@@ -19,7 +19,6 @@ half-written:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sys
@@ -31,6 +30,7 @@ import numpy as np
 
 from segkit.errors import SegkitError
 from segkit.models.yolo_checkpoint import CheckpointError, load_checkpoint
+from segkit.zoo.store import sha256_file, write_atomic
 
 #: bump when the conversion changes what the files hold: older caches are then ignored
 CONVERTER_VERSION = 1
@@ -109,15 +109,11 @@ def checkpoint_sha256(pt_path: Path, cache_dir: Path | None = None) -> str:
             known = json.loads(memo.read_text())
             if known.get("size") == st.st_size and known.get("mtime_ns") == st.st_mtime_ns:
                 return str(known["sha256"])
-    h = hashlib.sha256()
-    with open(pt_path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = sha256_file(pt_path)
     if memo is not None:
         with contextlib.suppress(OSError):
-            _write_atomic(memo, json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                            "sha256": digest}).encode())
+            write_atomic(memo, json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                           "sha256": digest}).encode())
     return digest
 
 
@@ -128,18 +124,6 @@ def cache_paths(pt_path: Path, cache_dir: Path, imgsz: int, fmt: str = "fp32",
     sha = sha256 or checkpoint_sha256(pt_path, cache_dir)
     stem = f"{pt_path.stem}.{sha[:16]}.{int(imgsz)}.{fmt}.v{CONVERTER_VERSION}"
     return cache_dir / f"{stem}.tflite", cache_dir / f"{stem}.json"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shared model dir needs it readable
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _check_imgsz(imgsz, where) -> int:
@@ -207,8 +191,8 @@ def convert_checkpoint(pt_path: Path | str, out_dir: Path | str, imgsz: int = DE
                 converter.target_spec.supported_types = [tf.float16]
             flat = converter.convert()
         tfl, js = cache_paths(pt_path, out_dir, imgsz, fmt, sha)
-        _write_atomic(js, json.dumps({**meta, "format": fmt}, indent=1).encode())
-        _write_atomic(tfl, flat)  # last: a .tflite present means its .json is too
+        write_atomic(js, json.dumps({**meta, "format": fmt}, indent=1).encode())
+        write_atomic(tfl, flat)  # last: a .tflite present means its .json is too
         written[fmt] = tfl
     if savedmodel:
         written["savedmodel"] = _export_savedmodel(tf, model, out_dir, pt_path, sha, imgsz)

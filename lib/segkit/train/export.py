@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segkit.zoo.store import replace_dir
+
 #: TFLite vs Keras on the same input: float32 both, only op-order round-off differs.
 TFLITE_TOLERANCE = 1e-3
 
@@ -133,23 +135,11 @@ def export_model(model, out_dir: str | Path, *, classes: list[str], metrics: dic
                   "model_zoo/zoo.yaml by the registry.\n")
         (tmp / "zoo.yaml").write_text(header + yaml.safe_dump({"models": {name: entry}},
                                                                sort_keys=False))
-        _swap_into_place(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return metrics
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` by ``tmp``: rename the old one aside first, so there is never a moment
-    with a half-written folder under the final name."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / out_dir.name)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _jsonable(value):
