@@ -14,6 +14,6 @@ history, callback counters), ``logs/`` (TensorBoard) and
 ``training_curves.png``. TensorFlow is imported only when training starts.
 """
 from segkit.train.config import TrainConfig, check_inputs, coco_paths
-from segkit.train.trainer import TrainingDiverged, train
+from segkit.train.trainer import TrainingDiverged, outcome, train
 
-__all__ = ["TrainConfig", "TrainingDiverged", "check_inputs", "coco_paths", "train"]
+__all__ = ["TrainConfig", "TrainingDiverged", "check_inputs", "coco_paths", "outcome", "train"]

@@ -55,6 +55,41 @@ class TrainConfig:
     def channels(self) -> int:
         return 1 if self.num_classes <= 2 else self.num_classes
 
+    @classmethod
+    def from_args(cls, args) -> TrainConfig:
+        """The configuration ``segkit train``'s flags ask for (paired flags checked, COCO roots
+        resolved to their annotation file and image folder)."""
+        if len(args.coco_ann) != len(args.coco_images):
+            raise ValueError("give --coco-ann and --coco-images the same number of times")
+        if len(args.val_coco_ann) != len(args.val_coco_images):
+            raise ValueError("give --val-coco-ann and --val-coco-images the same number of times")
+        coco = [coco_paths(r, args.coco_split) for r in args.coco_root]
+        coco += [(Path(a), Path(i)) for a, i in zip(args.coco_ann, args.coco_images)]
+        names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+        return cls(
+            output=Path(args.output), coco=coco, folders=[Path(f) for f in args.folder],
+            val_coco=[coco_paths(r, "val2017") for r in args.val_coco_root]
+            + [(Path(a), Path(i)) for a, i in zip(args.val_coco_ann, args.val_coco_images)],
+            val_folders=[Path(f) for f in args.val_folder], val_split=args.val_split,
+            category=args.category, include_negatives=args.include_negatives,
+            small_weight=args.small_weight, hard_negatives=args.hard_negatives,
+            num_classes=args.num_classes, class_names=names, encoder=args.encoder,
+            encoder_weights=default_weights(args.encoder, args.encoder_weights),
+            image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            loss=args.loss, augment=not args.no_augment, patience=args.patience,
+            lr_patience=args.lr_patience, ema=args.ema, max_images=args.max_images,
+            run_dir=Path(args.run_dir) if args.run_dir else None, resume=args.resume,
+            seed=args.seed, tflite=not args.no_tflite, verbose=0 if args.quiet else 2,
+            strategy=args.strategy)
+
+
+def default_weights(encoder: str, weights: str | None) -> str | None:
+    """--encoder-weights as TrainConfig takes it: None = from scratch; the selfie encoder starts
+    from the bundled MediaPipe model unless told otherwise."""
+    if weights is None:
+        return "mediapipe" if encoder == "selfie" else None
+    return None if weights == "none" else weights
+
 
 def coco_paths(root: str | Path, split: str) -> tuple[Path, Path]:
     """(annotation file, image folder) of a standard COCO layout."""

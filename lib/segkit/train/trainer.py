@@ -192,6 +192,17 @@ def summarize(cfg, state, model, sources, train_items, val_items, monitor) -> di
     }
 
 
+def outcome(metrics: dict, output: Path) -> str:
+    """The line ``segkit train`` ends with: what was trained, its best epoch, and where it went."""
+    early = " (early stop)" if metrics.get("stopped_early") else ""
+    if metrics.get("chief") is False:
+        return (f"trained as a non-chief worker for {metrics['epochs']} epochs{early}; "
+                "the chief writes the outputs")
+    return (f"trained {metrics['encoder']} {metrics['image_size']}px for {metrics['epochs']} epochs"
+            f"{early}: best {metrics['monitor']} {metrics['best_iou']:.3f} (epoch "
+            f"{metrics['best_epoch']}), {metrics['train_images_per_s']} images/s -> {output}")
+
+
 def _versions() -> dict:
     import keras
     import tensorflow as tf
