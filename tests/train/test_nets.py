@@ -7,7 +7,7 @@ import pytest
 
 from conftest import shared_path
 from segkit.train import nets
-from segkit.train import imagenet_weights_file
+from segkit.train.config import imagenet_weights_file
 from segkit.train.losses import make_loss, make_metrics
 
 
@@ -100,7 +100,7 @@ def test_precise_bn_sets_moving_statistics_to_the_mean_over_training_batches():
     import keras
     import tensorflow as tf
 
-    from segkit.train import callback_types
+    from segkit.train.callbacks import callback_types
 
     inputs = keras.Input((4, 4, 2))
     model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.999)(inputs))
@@ -122,7 +122,7 @@ def test_swap_ema_checkpoints_the_average_and_a_resume_trains_the_raw_weights(tm
     resumed=True the callback swaps the raw weights back in before the next epoch trains."""
     import keras
 
-    from segkit.train import callback_types
+    from segkit.train.callbacks import callback_types
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((4,))

@@ -18,64 +18,56 @@ Exit codes: 0 done, 1 error, 2 bad arguments, 3 the loss became NaN.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
+
+from segkit import cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from segkit import cli
-
     p = cli.ArgumentParser(
         prog=cli.prog("train_person_unet.py"), description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.split("\n\n")[1:]))
+    many = dict(action="append", default=[])  # a flag given several times mixes the sources
     d = p.add_argument_group("data (repeat a flag to mix several sources)")
-    d.add_argument("--coco-root", action="append", default=[], metavar="DIR",
+    d.add_argument("--coco-root", **many, metavar="DIR",
                    help="COCO folder with train2017/ and annotations/instances_train2017.json")
     d.add_argument("--coco-split", default="train2017", help="split name under --coco-root")
-    d.add_argument("--coco-ann", action="append", default=[], metavar="JSON",
-                   help="COCO instances file (pair with --coco-images)")
-    d.add_argument("--coco-images", action="append", default=[], metavar="DIR")
-    d.add_argument("--folder", action="append", default=[], metavar="DIR",
-                   help="folder with images/N.jpg and masks/N.png")
+    d.add_argument("--coco-ann", **many, metavar="JSON", help="COCO instances file (pair with --coco-images)")
+    d.add_argument("--coco-images", **many, metavar="DIR")
+    d.add_argument("--folder", **many, metavar="DIR", help="folder with images/N.jpg and masks/N.png")
     d.add_argument("--category", default="person", help="COCO category to segment (binary mask)")
-    d.add_argument("--include-negatives", action="store_true",
-                   help="also train on COCO images without the category")
+    d.add_argument("--include-negatives", action="store_true", help="also train on COCO images without the category")
     d.add_argument("--small-weight", type=float, metavar="MAX",
                    help="weight the loss of small instances' pixels by 96/sqrt(area), at most MAX "
                         "(e.g. 3: a 32x32 person's pixels count 3x)")
     d.add_argument("--hard-negatives", type=float, metavar="FRACTION",
                    help="add the mean loss of the FRACTION (e.g. 0.02) hardest background pixels "
                         "of each batch (online hard-negative mining)")
-    d.add_argument("--num-classes", type=int, default=2,
-                   help="classes in the masks incl. background (>2: folder masks hold the class "
-                        "index, softmax output)")
+    d.add_argument("--num-classes", type=int, default=2, help="classes in the masks incl. background "
+                   "(>2: folder masks hold the class index, softmax output)")
     d.add_argument("--class-names", help="comma-separated names of the output channels")
     d.add_argument("--max-images", type=int, help="use at most N training images (smoke runs)")
     v = p.add_argument_group("validation (each epoch)")
-    v.add_argument("--val-coco-root", action="append", default=[], metavar="DIR",
+    v.add_argument("--val-coco-root", **many, metavar="DIR",
                    help="COCO folder with val2017/ and annotations/instances_val2017.json")
-    v.add_argument("--val-coco-ann", action="append", default=[], metavar="JSON",
+    v.add_argument("--val-coco-ann", **many, metavar="JSON",
                    help="validation COCO annotation file (with --val-coco-images; e.g. a held-out "
                         "split, so checkpoints are not picked on the set the model is reported on)")
-    v.add_argument("--val-coco-images", action="append", default=[], metavar="DIR")
-    v.add_argument("--val-folder", action="append", default=[], metavar="DIR")
-    v.add_argument("--val-split", type=float,
-                   help="hold out this fraction of the training images (default 0.1 when no "
-                        "validation source is given)")
+    v.add_argument("--val-coco-images", **many, metavar="DIR")
+    v.add_argument("--val-folder", **many, metavar="DIR")
+    v.add_argument("--val-split", type=float, help="hold out this fraction of the training images "
+                   "(default 0.1 when no validation source is given)")
     m = p.add_argument_group("model and schedule")
-    m.add_argument("--encoder", choices=("mobilenetv2", "vgg16", "shallow", "selfie"),
-                   default="mobilenetv2",
+    m.add_argument("--encoder", choices=("mobilenetv2", "vgg16", "shallow", "selfie"), default="mobilenetv2",
                    help="selfie = MediaPipe's pretrained selfie segmentation network, fine-tuned")
     m.add_argument("--encoder-weights",
                    help="none (train from scratch; the default for mobilenetv2/vgg16/shallow), "
                         "imagenet (only if already in ~/.keras/models), mediapipe (the bundled "
                         "selfie model; the default for --encoder selfie), or a weights file")
-    m.add_argument("--image-size", type=int, default=256)
-    m.add_argument("--epochs", type=int, default=30)
-    m.add_argument("--batch-size", type=int, default=8)
-    m.add_argument("--lr", type=float, default=1e-3)
+    for flag, kind, default in (("--image-size", int, 256), ("--epochs", int, 30),
+                                ("--batch-size", int, 8), ("--lr", float, 1e-3)):
+        m.add_argument(flag, type=kind, default=default)
     m.add_argument("--loss", choices=("jaccard", "ce", "jaccard+ce"), default="jaccard+ce")
     m.add_argument("--no-augment", action="store_true")
     m.add_argument("--patience", type=int, default=8, help="early stopping patience (epochs)")
@@ -98,65 +90,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def default_weights(encoder: str, weights: str | None) -> str | None:
-    """--encoder-weights as TrainConfig takes it: None = from scratch."""
-    if weights is None:
-        return "mediapipe" if encoder == "selfie" else None
-    return None if weights == "none" else weights
-
-
-def make_config(args):
-    from segkit.train import TrainConfig, coco_paths
-
-    if len(args.coco_ann) != len(args.coco_images):
-        raise ValueError("give --coco-ann and --coco-images the same number of times")
-    if len(args.val_coco_ann) != len(args.val_coco_images):
-        raise ValueError("give --val-coco-ann and --val-coco-images the same number of times")
-    coco = [coco_paths(r, args.coco_split) for r in args.coco_root]
-    coco += [(Path(a), Path(i)) for a, i in zip(args.coco_ann, args.coco_images)]
-    names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
-    return TrainConfig(
-        output=Path(args.output), coco=coco, folders=[Path(f) for f in args.folder],
-        val_coco=[coco_paths(r, "val2017") for r in args.val_coco_root]
-        + [(Path(a), Path(i)) for a, i in zip(args.val_coco_ann, args.val_coco_images)],
-        val_folders=[Path(f) for f in args.val_folder], val_split=args.val_split,
-        category=args.category, include_negatives=args.include_negatives,
-        small_weight=args.small_weight, hard_negatives=args.hard_negatives,
-        num_classes=args.num_classes, class_names=names, encoder=args.encoder,
-        encoder_weights=default_weights(args.encoder, args.encoder_weights),
-        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        loss=args.loss, augment=not args.no_augment, patience=args.patience,
-        lr_patience=args.lr_patience, ema=args.ema, max_images=args.max_images,
-        run_dir=Path(args.run_dir) if args.run_dir else None, resume=args.resume,
-        seed=args.seed, tflite=not args.no_tflite, verbose=0 if args.quiet else 2,
-        strategy=args.strategy)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from segkit.train import TrainingDiverged, check_inputs, train
+    from segkit.train import TrainConfig, TrainingDiverged, outcome, train
 
-    try:
-        cfg = make_config(args)
-        check_inputs(cfg)  # before TensorFlow loads: bad paths fail in a fraction of a second
+    try:  # train() checks the inputs before TensorFlow loads: bad paths fail in a fraction of a second
+        cfg = TrainConfig.from_args(args)
         metrics = train(cfg)
-    except TrainingDiverged as e:
-        print(f"segkit: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except (ValueError, OSError) as e:
-        print(f"segkit: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-              file=sys.stderr)
-        return 1
-    early = " (early stop)" if metrics.get("stopped_early") else ""
-    if metrics.get("chief") is False:
-        print(f"trained as a non-chief worker for {metrics['epochs']} epochs{early}; "
-              "the chief writes the outputs")
-        return 0
-    print(f"trained {metrics['encoder']} {metrics['image_size']}px for {metrics['epochs']} epochs"
-          f"{early}: "
-          f"best {metrics['monitor']} {metrics['best_iou']:.3f} (epoch {metrics['best_epoch']}), "
-          f"{metrics['train_images_per_s']} images/s -> {cfg.output}")
+    except (TrainingDiverged, ValueError, OSError) as e:
+        cli.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return e.exit_code if isinstance(e, TrainingDiverged) else 1
+    print(outcome(metrics, cfg.output))
     return 0
 
 

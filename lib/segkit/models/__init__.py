@@ -1,16 +1,29 @@
 """One loader for every checkpoint family: a zoo name or a path on disk -> a Segmenter.
 
-Each family's module is imported only when needed, so the TFLite path never imports TensorFlow.
+A family is a name in the registry below (``@register_family``) mapped to a builder. Each
+builder imports its family's module only when called, so the TFLite path never imports
+TensorFlow, and importing this package loads no framework, no OpenCV and no NumPy.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from segkit.errors import SegkitError
-from segkit.labels import model_classes
-from segkit.models.base import Segmenter
 
-FAMILIES = ("od_api_tf2", "od_api_tf1", "garden", "unet", "tflite", "yolo_seg")
+if TYPE_CHECKING:
+    from segkit.models.base import Segmenter
+
+# family name -> builder(path, name, spec, progress) -> Segmenter, in registration order
+_BUILDERS: dict[str, Callable[..., Segmenter]] = {}
+
+
+def register_family(family: str):
+    """Decorator: ``build_segmenter(family, ...)`` calls the decorated builder."""
+    def register(builder: Callable[..., Segmenter]) -> Callable[..., Segmenter]:
+        _BUILDERS[family] = builder
+        return builder
+    return register
 
 
 def detect_family(path: Path) -> tuple[str, Path]:
@@ -72,44 +85,56 @@ def _savedmodel_family(path: Path) -> str:
                       "(TF2 OD API) or 'inputs' (Model Garden)")
 
 
-def build_segmenter(family: str, path: Path, name: str = "", spec=None, progress: bool = True) -> Segmenter:
-    if family == "tflite":
-        from segkit.models.tflite import TFLiteSegmenter
-        # Channel order matters: the registry's order, COCO ids or the model's own names.
-        classes, own = model_classes(spec.classes) if spec is not None and spec.classes else ([1], None)
-        gate = None
-        if spec is not None and spec.extra.get("gate_file"):
-            # a second network whose mask must touch each blob (tflite.keep_confirmed)
-            gate = TFLiteSegmenter(Path(path).parent / spec.extra["gate_file"], f"{name} gate",
-                                   classes=classes, resize=spec.extra.get("gate_resize", "linear"),
-                                   output_pool=int(spec.extra.get("output_pool", 1)))
-        return TFLiteSegmenter(path, name, classes=classes, label_names=own, gate=gate,
-                               normalize=(spec.normalize if spec is not None and spec.normalize else "unit"),
-                               resize=spec.extra.get("resize", "area") if spec is not None else "area",
-                               output_pool=int(spec.extra.get("output_pool", 1)) if spec is not None else 1)
-    if family == "unet":
-        from segkit.models.unet import UnetSegmenter
-        return UnetSegmenter(path, name)
-    if family == "od_api_tf2":
-        from segkit.models.od_api import OdApiSavedModel
-        return OdApiSavedModel(path, name)
-    if family == "od_api_tf1":
-        from segkit.models.od_api import OdApiFrozenGraph
-        return OdApiFrozenGraph(path, name)
-    if family == "garden":
-        from segkit.models.garden import GardenSegmenter
-        return GardenSegmenter(path, name)
-    if family == "yolo_seg":
-        return _yolo_seg(Path(path), name, spec, progress)
-    raise SegkitError(f"unknown model family {family!r} (one of {', '.join(FAMILIES)})")
+@register_family("od_api_tf2")
+def _od_api_tf2(path: Path, name: str, spec, progress: bool) -> Segmenter:
+    from segkit.models.od_api import OdApiSavedModel
+    return OdApiSavedModel(path, name)
 
 
+@register_family("od_api_tf1")
+def _od_api_tf1(path: Path, name: str, spec, progress: bool) -> Segmenter:
+    from segkit.models.od_api import OdApiFrozenGraph
+    return OdApiFrozenGraph(path, name)
+
+
+@register_family("garden")
+def _garden(path: Path, name: str, spec, progress: bool) -> Segmenter:
+    from segkit.models.garden import GardenSegmenter
+    return GardenSegmenter(path, name)
+
+
+@register_family("unet")
+def _unet(path: Path, name: str, spec, progress: bool) -> Segmenter:
+    from segkit.models.unet import UnetSegmenter
+    return UnetSegmenter(path, name)
+
+
+@register_family("tflite")
+def _tflite(path: Path, name: str, spec, progress: bool) -> Segmenter:
+    from segkit.labels import model_classes
+    from segkit.models.tflite import TFLiteSegmenter
+    # Channel order matters: the registry's order, COCO ids or the model's own names.
+    classes, own = model_classes(spec.classes) if spec is not None and spec.classes else ([1], None)
+    gate = None
+    if spec is not None and spec.extra.get("gate_file"):
+        # a second network whose mask must touch each blob (tflite.keep_confirmed)
+        gate = TFLiteSegmenter(Path(path).parent / spec.extra["gate_file"], f"{name} gate",
+                               classes=classes, resize=spec.extra.get("gate_resize", "linear"),
+                               output_pool=int(spec.extra.get("output_pool", 1)))
+    return TFLiteSegmenter(path, name, classes=classes, label_names=own, gate=gate,
+                           normalize=(spec.normalize if spec is not None and spec.normalize else "unit"),
+                           resize=spec.extra.get("resize", "area") if spec is not None else "area",
+                           output_pool=int(spec.extra.get("output_pool", 1)) if spec is not None else 1)
+
+
+@register_family("yolo_seg")
 def _yolo_seg(path: Path, name: str, spec, progress: bool) -> Segmenter:
     import os
 
     from segkit.models import yolo_convert
     from segkit.models.yolo_seg import DEFAULT_IMGSZ, YoloSegSegmenter
 
+    path = Path(path)
     imgsz = int(spec.input_size[0]) if spec is not None and spec.input_size else DEFAULT_IMGSZ
     # LiteRT runs on one thread unless told: the convolutions of a 640 YOLO (~0.3 s of CPU) split
     # well across cores, the person models (~2 ms) do not need it
@@ -123,6 +148,17 @@ def _yolo_seg(path: Path, name: str, spec, progress: bool) -> Segmenter:
         cache = path.parent if os.access(path.parent, os.W_OK) else zoo.model_dir() / "converted"
         raw = yolo_convert.load_raw_model(path, cache, imgsz=imgsz, progress=progress, num_threads=threads)
     return YoloSegSegmenter(raw, name or path.stem)
+
+
+FAMILIES = tuple(_BUILDERS)  # the registered names, in registration order
+
+
+def build_segmenter(family: str, path: Path, name: str = "", spec=None, progress: bool = True) -> Segmenter:
+    """A ready Segmenter of ``family`` for the checkpoint at ``path`` (``spec``: its zoo entry)."""
+    builder = _BUILDERS.get(family)
+    if builder is None:
+        raise SegkitError(f"unknown model family {family!r} (one of {', '.join(FAMILIES)})")
+    return builder(path, name, spec, progress)
 
 
 def load_segmenter(model: str | None = None, model_path: str | None = None,

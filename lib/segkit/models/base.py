@@ -8,6 +8,16 @@ import numpy as np
 
 from segkit.segmentation import Segmentation
 
+#: ``normalize`` of a zoo entry: float32 RGB 0..255 -> what the network was trained on
+#: (one table for every adapter that feeds a network raw pixels: TFLite and Keras U-Net).
+NORMALIZERS = {
+    "unit": lambda x: x * (1 / 255.0),
+    "minus1_1": lambda x: x * (2 / 255.0) - 1.0,
+    "imagenet": lambda x: (x * (1 / 255.0) - np.array([0.485, 0.456, 0.406], np.float32))
+    / np.array([0.229, 0.224, 0.225], np.float32),
+    "uint8": lambda x: x,
+}
+
 
 class Segmenter(ABC):
     """Adapter from one checkpoint family to :class:`Segmentation`.

@@ -15,17 +15,8 @@ import numpy as np
 
 from segkit.errors import SegkitError
 from segkit.labels import COCO_CATEGORIES
-from segkit.models.base import Segmenter
+from segkit.models.base import NORMALIZERS, Segmenter
 from segkit.segmentation import Segmentation
-
-NORMALIZERS = {
-    "unit": lambda x: x * (1 / 255.0),
-    "minus1_1": lambda x: x * (2 / 255.0) - 1.0,
-    "imagenet": lambda x: (x * (1 / 255.0) - np.array([0.485, 0.456, 0.406], np.float32))
-    / np.array([0.229, 0.224, 0.225], np.float32),
-    "uint8": lambda x: x,
-}
-
 
 #: How images are brought to the network's input size (zoo entry key ``resize``). ``area``
 #: (averaging, the default for models from elsewhere) suits MediaPipe's selfie model best;

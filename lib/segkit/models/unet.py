@@ -16,15 +16,8 @@ import numpy as np
 
 from segkit.errors import ModelError
 from segkit.labels import COCO_CATEGORIES, model_classes
-from segkit.models.base import Segmenter
+from segkit.models.base import NORMALIZERS, Segmenter
 from segkit.segmentation import Segmentation
-
-_NORMALIZERS = {
-    "unit": lambda x: x / 255.0,
-    "minus1_1": lambda x: x / 127.5 - 1.0,
-    "uint8": lambda x: x,
-}
-
 
 class UnetSegmenter(Segmenter):
     family = "unet"
@@ -58,7 +51,7 @@ class UnetSegmenter(Segmenter):
             raise ModelError(f"{path}: model has {channels} output channels but "
                              f"{len(names)} class names {names}")
         self.normalize = normalize or meta.get("normalize", "unit")
-        if self.normalize not in _NORMALIZERS:
+        if self.normalize not in NORMALIZERS:
             raise ModelError(f"{path}: unknown normalize {self.normalize!r}")
         # Keep every channel that is not background; COCO names keep their COCO ids, a model's
         # own names get ids 1, 2 ... and its own label table (segkit.labels.model_classes).
@@ -74,7 +67,7 @@ class UnetSegmenter(Segmenter):
             chunk = images[start:start + self.max_batch]
             batch = np.stack([cv2.resize(im, (self.width_in, self.height_in),
                                          interpolation=cv2.INTER_LINEAR) for im in chunk])
-            batch = _NORMALIZERS[self.normalize](batch.astype(np.float32))
+            batch = NORMALIZERS[self.normalize](batch.astype(np.float32))
             probs = np.asarray(self.model(batch, training=False), np.float32)
             for im, p in zip(chunk, probs):
                 h, w = im.shape[:2]

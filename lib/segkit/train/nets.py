@@ -11,7 +11,7 @@ import keras
 from keras import layers
 
 from segkit.models.unet_layers import ReverseChannels  # the layers live where inference loads them
-from segkit.train import check_encoder_weights
+from segkit.train.config import check_encoder_weights
 
 ENCODERS = ("mobilenetv2", "vgg16", "shallow", "selfie")
 

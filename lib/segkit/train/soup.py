@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from segkit.train.state import STATE_FILE
+
 #: What must be equal for two runs' weights to be averaged.
 SAME_NETWORK = ("encoder", "num_classes", "class_names", "category")
 
@@ -23,10 +25,10 @@ SAME_NETWORK = ("encoder", "num_classes", "class_names", "category")
 def read_run(run_dir: str | Path) -> dict:
     """A finished run: its configuration and the path of its best checkpoint."""
     run_dir = Path(run_dir)
-    state_path = run_dir / "state.json"
+    state_path = run_dir / STATE_FILE
     best = run_dir / "checkpoints" / "best.keras"
     if not state_path.is_file():
-        raise ValueError(f"{run_dir}: not a training run folder (no state.json)")
+        raise ValueError(f"{run_dir}: not a training run folder (no {STATE_FILE})")
     if not best.is_file():
         raise ValueError(f"{run_dir}: no checkpoints/best.keras (the run has no finished epoch)")
     state = json.loads(state_path.read_text())
