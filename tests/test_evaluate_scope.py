@@ -19,10 +19,10 @@ def _evaluate(*args):
 def two_images(coco_val, tmp_path_factory):
     """Two COCO val images with people, segmented by segment_folder.py with the default person
     model into results.json (+ its per-image records)."""
-    from segkit import evaluate as ev
+    from segkit.evaluation.coco import load_coco
 
     ann, images = coco_val
-    gt = ev.load_coco(ann)
+    gt = load_coco(ann)
     def person_share(iid):
         im = gt.imgs[iid]
         return sum(a["area"] for a in gt.imgToAnns[iid] if a["category_id"] == 1) / (im["height"] * im["width"])

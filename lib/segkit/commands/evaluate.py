@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from segkit import evaluate as ev
+    from segkit.evaluation.ap import COCO_MAX_DETS, coco_ap
+    from segkit.evaluation.coco import images_with_classes, load_coco, load_results
+    from segkit.evaluation.pixels import PersonFigures, semantic_coco_results
+    from segkit.evaluation.predict import predict_coco, semantic_coco, semantic_folder
+    from segkit.evaluation.report import format_figures, format_table
     from segkit.sinks import write_json
 
     args = parse_args(build_parser(), argv)
@@ -84,26 +88,26 @@ def main(argv: list[str] | None = None) -> int:
         seg = cli.load_model(args, progress=not args.quiet)
         cid = min(classes) if classes else (seg_classes(seg)[0])
         bar = _bar(args, None)
-        counts = ev.semantic_folder(seg, args.images, args.masks, cid, args.threshold, args.limit,
+        counts = semantic_folder(seg, args.images, args.masks, cid, args.threshold, args.limit,
                                     progress=bar, on_error=on_error)
         metrics["semantic"] = counts.scores()
         source = f"{args.images} vs {args.masks}"
     else:
-        gt = ev.load_coco(args.annotations)
+        gt = load_coco(args.annotations)
         img_ids = sorted(gt.getImgIds())[: args.limit] if args.limit else sorted(gt.getImgIds())
         if args.results:
-            results = ev.load_results(args.results)
+            results = load_results(args.results)
             img_ids, scope = covered_by_results(gt, img_ids, results, args.results)
             if scoring_of_results(args, results) == "semantic":
                 cids = tuple(sorted(classes)) if classes else tuple(sorted({r["category_id"] for r in results}))
                 if args.only_with_class:
-                    img_ids = ev.images_with_classes(gt, img_ids, cids)
-                figures = ev.PersonFigures(gt, cids)
-                metrics["semantic"] = ev.semantic_coco_results(gt, results, img_ids, cids, args.threshold,
+                    img_ids = images_with_classes(gt, img_ids, cids)
+                figures = PersonFigures(gt, cids)
+                metrics["semantic"] = semantic_coco_results(gt, results, img_ids, cids, args.threshold,
                                                                figures=figures).scores()
                 metrics["figures"] = figures.scores()
             else:
-                metrics.update(ev.coco_ap(gt, results, per_class=args.per_class, img_ids=img_ids))
+                metrics.update(coco_ap(gt, results, per_class=args.per_class, img_ids=img_ids))
             source = args.results
         else:
             img_ids, scope = present_in_folder(gt, img_ids, args.images)
@@ -112,18 +116,18 @@ def main(argv: list[str] | None = None) -> int:
             if seg.semantic or args.semantic:
                 cids = tuple(sorted(classes)) if classes else tuple(seg_classes(seg))
                 if args.only_with_class:
-                    img_ids = ev.images_with_classes(gt, img_ids, cids)
+                    img_ids = images_with_classes(gt, img_ids, cids)
                     bar.total = len(img_ids)
-                figures = ev.PersonFigures(gt, cids)
-                metrics["semantic"] = ev.semantic_coco(seg, gt, args.images, img_ids, cids, args.threshold,
+                figures = PersonFigures(gt, cids)
+                metrics["semantic"] = semantic_coco(seg, gt, args.images, img_ids, cids, args.threshold,
                                                        progress=bar, on_error=on_error,
                                                        figures=figures, min_area=args.min_area).scores()
                 metrics["figures"] = figures.scores()
             else:
                 from segkit.pipeline import Filter
-                results = ev.predict_coco(seg, gt, args.images, img_ids, Filter(classes, None, ev.COCO_MAX_DETS),
+                results = predict_coco(seg, gt, args.images, img_ids, Filter(classes, None, COCO_MAX_DETS),
                                           progress=bar, on_error=on_error)
-                metrics.update(ev.coco_ap(gt, results, per_class=args.per_class, img_ids=img_ids))
+                metrics.update(coco_ap(gt, results, per_class=args.per_class, img_ids=img_ids))
             source = f"{getattr(seg, 'name', '')} on {args.images}"
     if bar is not None:
         bar.close()
@@ -138,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     if scope is not None:
         print(f"evaluate: scored {scope['images_scored']} of {scope['images_annotated']} annotated "
               f"images ({scope['images_which']})")
-    print(ev.format_table(metrics))
+    print(format_table(metrics))
     if metrics.get("figures"):
-        print(ev.format_figures(metrics["figures"]))
+        print(format_figures(metrics["figures"]))
     if args.metrics_file:
         write_json(args.metrics_file, metrics)
         print(f"metrics: {args.metrics_file}")
