@@ -4,6 +4,19 @@ from __future__ import annotations
 from segkit.evaluation.pixels import SIZE_BUCKETS
 
 
+def format_report(report) -> str:
+    """What ``segkit evaluate`` prints of a :class:`~segkit.evaluation.run.Report`."""
+    m = report.metrics
+    lines = [f"evaluate: {m['source']} ({report.seconds:.1f} s)"]
+    if "images_scored" in m:
+        lines.append(f"evaluate: scored {m['images_scored']} of {m['images_annotated']} annotated "
+                     f"images ({m['images_which']})")
+    lines.append(format_table(m))
+    if m.get("figures"):
+        lines.append(format_figures(m["figures"]))
+    return "\n".join(lines)
+
+
 def format_table(metrics: dict) -> str:
     """Readable text of what :func:`~segkit.evaluation.ap.coco_ap` /
     :meth:`~segkit.evaluation.pixels.PixelCounts.scores` return."""
