@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from segkit.config import DEFAULTS
@@ -33,7 +33,7 @@ class Options:
     download: bool = True
     classes: set[int] | None = None
     threshold: float | None = None   # None: the packaged default
-    min_area: float | None = None
+    min_area: float | None = field(default_factory=lambda: DEFAULTS["min_area"])
     semantic: bool = False           # force IoU (or AP) scoring of a results file / model
     instance: bool = False
     only_with_class: bool = False
