@@ -1,4 +1,4 @@
-"""segkit.evaluate and bin/evaluate.py on the shared COCO val subset and the bundled person model."""
+"""segkit.evaluation and bin/evaluate.py on the shared COCO val subset and the bundled person model."""
 from __future__ import annotations
 
 import importlib
@@ -8,15 +8,20 @@ import numpy as np
 import pytest
 
 from conftest import REPO, shared_path
-from segkit import evaluate as ev
 from segkit.errors import SegkitError
+from segkit.evaluation.ap import coco_ap
+from segkit.evaluation.coco import coco_class_truth, gt_as_results, images_with_classes, load_coco
+from segkit.evaluation.pixels import PersonFigures, PixelCounts, semantic_coco_results
+from segkit.evaluation.predict import predict_coco, semantic_coco
+from segkit.evaluation.report import format_figures, format_table
+from segkit.flow import Filter
 
 MODEL = REPO / "model_zoo" / "selfie_segmentation" / "selfie_segmentation.tflite"
 
 
 @pytest.fixture(scope="module")
 def gt(coco_val):
-    return ev.load_coco(coco_val[0])
+    return load_coco(coco_val[0])
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +31,8 @@ def selfie():
 
 
 def test_ground_truth_as_results_scores_ap_one(gt):
-    results = ev.gt_as_results(gt)
-    m = ev.coco_ap(gt, results, per_class=True)
+    results = gt_as_results(gt)
+    m = coco_ap(gt, results, per_class=True)
     for iou_type in ("bbox", "segm"):
         assert m[iou_type]["AP"] == pytest.approx(1.0)
         assert m[iou_type]["AP50"] == pytest.approx(1.0)
@@ -35,21 +40,21 @@ def test_ground_truth_as_results_scores_ap_one(gt):
         assert len(m[iou_type]["per_class"]) > 20
     # and it is not a constant: shifting every box by half its width ruins box AP
     shifted = [{**r, "bbox": [r["bbox"][0] + r["bbox"][2] / 2, *r["bbox"][1:]]} for r in results]
-    m2 = ev.coco_ap(gt, shifted, iou_types=("bbox",))
+    m2 = coco_ap(gt, shifted, iou_types=("bbox",))
     assert m2["bbox"]["AP"] < 0.5 and m2["bbox"]["AP50"] < 0.5
-    table = ev.format_table(m)
+    table = format_table(m)
     assert "mask AP" in table and "100.0" in table
 
 
 def test_results_with_unknown_image_ids_are_refused(gt):
-    r = ev.gt_as_results(gt)[:1]
+    r = gt_as_results(gt)[:1]
     r[0] = {**r[0], "image_id": "holiday_photo"}
     with pytest.raises(SegkitError, match="not in the annotation file"):
-        ev.coco_ap(gt, r)
+        coco_ap(gt, r)
 
 
 def test_pixel_counts_pooled_and_per_image():
-    c = ev.PixelCounts((1,))
+    c = PixelCounts((1,))
     t = np.zeros((1, 4, 4), bool)
     t[0, :2] = True                                # 8 truth pixels
     p = np.zeros_like(t)
@@ -67,22 +72,22 @@ def test_pixel_counts_pooled_and_per_image():
 
 def test_selfie_person_iou_on_coco_val(gt, coco_val, selfie):
     img_ids = sorted(gt.getImgIds())
-    with_people = ev.images_with_classes(gt, img_ids, (1,))
-    counts = ev.semantic_coco(selfie, gt, coco_val[1], with_people, (1,), threshold=0.5)
+    with_people = images_with_classes(gt, img_ids, (1,))
+    counts = semantic_coco(selfie, gt, coco_val[1], with_people, (1,), threshold=0.5)
     s = counts.scores()["person"]
     assert counts.images == len(with_people) == 61
     assert 0.44 <= s["iou"] <= 0.54, s
     # Over every image, false positives on people-free images lower IoU and precision.
-    allc = ev.semantic_coco(selfie, gt, coco_val[1], img_ids, (1,), threshold=0.5).scores()["person"]
+    allc = semantic_coco(selfie, gt, coco_val[1], img_ids, (1,), threshold=0.5).scores()["person"]
     assert allc["iou"] < s["iou"] and allc["precision"] < s["precision"]
     assert allc["recall"] == pytest.approx(s["recall"])  # same person pixels either way
 
 
 def test_results_file_scores_like_the_model(gt, coco_val, selfie):
-    ids = ev.images_with_classes(gt, sorted(gt.getImgIds()), (1,))[:8]
-    results = ev.predict_coco(selfie, gt, coco_val[1], ids, ev.Filter({1}, 0.5))
-    from_file = ev.semantic_coco_results(gt, results, ids, (1,), threshold=0.5).scores()["person"]
-    direct = ev.semantic_coco(selfie, gt, coco_val[1], ids, (1,), threshold=0.5).scores()["person"]
+    ids = images_with_classes(gt, sorted(gt.getImgIds()), (1,))[:8]
+    results = predict_coco(selfie, gt, coco_val[1], ids, Filter({1}, 0.5))
+    from_file = semantic_coco_results(gt, results, ids, (1,), threshold=0.5).scores()["person"]
+    direct = semantic_coco(selfie, gt, coco_val[1], ids, (1,), threshold=0.5).scores()["person"]
     assert from_file["tp"] == direct["tp"] and from_file["fp"] == direct["fp"]
 
 
@@ -113,9 +118,9 @@ def test_shipped_default_person_model_beats_the_selfie_model_on_coco_val(gt, coc
     assert default != "selfie_segmentation"
     shipped = load_segmenter(default, download=False)
     assert shipped.family == "tflite"  # LiteRT: no TensorFlow import at run time
-    with_people = ev.images_with_classes(gt, sorted(gt.getImgIds()), (1,))
-    ours = ev.semantic_coco(shipped, gt, coco_val[1], with_people, (1,), threshold=0.5)
-    base = ev.semantic_coco(selfie, gt, coco_val[1], with_people, (1,), threshold=0.5)
+    with_people = images_with_classes(gt, sorted(gt.getImgIds()), (1,))
+    ours = semantic_coco(shipped, gt, coco_val[1], with_people, (1,), threshold=0.5)
+    base = semantic_coco(selfie, gt, coco_val[1], with_people, (1,), threshold=0.5)
     ours, base = ours.scores()["person"], base.scores()["person"]
     assert ours["iou"] >= 0.60, ours
     assert ours["iou"] > base["iou"] + 0.08
@@ -146,8 +151,8 @@ def _tiny_coco():
 
 def test_person_figures_split_false_positives_and_size_recall():
     gt = _tiny_coco()
-    f = ev.PersonFigures(gt, (1,))
-    truth1 = ev.coco_class_truth(gt, 1, (1,))
+    f = PersonFigures(gt, (1,))
+    truth1 = coco_class_truth(gt, 1, (1,))
     assert truth1.sum() == 4 + 36
     pred1 = np.zeros_like(truth1)
     pred1[0, 4:10, 4:10] = True                     # the 6x6 person found, the 2x2 one missed
@@ -164,7 +169,7 @@ def test_person_figures_split_false_positives_and_size_recall():
     assert r["small"] == {"recall": pytest.approx(36 / 40), "instances": 2}  # both < 32² pixels
     assert r["medium"] == r["large"] == {"recall": None, "instances": 0}
     assert (s["images_with_class"], s["images_without_class"]) == (1, 1)
-    assert "50.0" in ev.format_figures(f.scores())
+    assert "50.0" in format_figures(f.scores())
 
 
 def test_evaluate_script_reports_the_three_figures_on_coco_val(tmp_path, coco_val):
@@ -195,8 +200,8 @@ def test_shipped_person_model_holds_its_three_figures_on_coco_val(gt, coco_val):
 
     shipped = load_segmenter("person_selfie_coco", download=False)
     assert shipped.gate is not None  # the blob-confirming second network
-    figures = ev.PersonFigures(gt, (1,))
-    ev.semantic_coco(shipped, gt, coco_val[1], sorted(gt.getImgIds()), (1,), 0.5, figures=figures)
+    figures = PersonFigures(gt, (1,))
+    semantic_coco(shipped, gt, coco_val[1], sorted(gt.getImgIds()), (1,), 0.5, figures=figures)
     f = figures.scores()["person"]
     assert f["iou_all"] >= 0.43 and f["iou_with_class"] >= 0.618, f
     assert f["fp_share_without_class"] <= 0.065, f

@@ -19,10 +19,10 @@ def _evaluate(*args):
 def two_images(coco_val, tmp_path_factory):
     """Two COCO val images with people, segmented by segment_folder.py with the default person
     model into results.json (+ its per-image records)."""
-    from segkit import evaluate as ev
+    from segkit.evaluation.coco import load_coco
 
     ann, images = coco_val
-    gt = ev.load_coco(ann)
+    gt = load_coco(ann)
     def person_share(iid):
         im = gt.imgs[iid]
         return sum(a["area"] for a in gt.imgToAnns[iid] if a["category_id"] == 1) / (im["height"] * im["width"])
@@ -80,3 +80,19 @@ def test_results_for_other_images_are_an_error(coco_val, tmp_path, capsys):
     assert _evaluate("--annotations", coco_val[0], "--results", bogus) == 1
     err = capsys.readouterr().err
     assert err.startswith("segkit: error:") and "covers none of the" in err
+
+
+def test_the_library_call_is_the_whole_command(two_images, coco_val, tmp_path):
+    """segkit.evaluation.run.evaluate gives the metrics the command writes, without its flags."""
+    from segkit.errors import UsageError
+    from segkit.evaluation.run import Options, evaluate
+
+    gt, ids, _, results = two_images
+    report = evaluate(Options(annotations=str(coco_val[0]), results=str(results), instance=True))
+    assert report.metrics["images_scored"] == 2 and not report.failed
+    assert report.metrics["segm"]["AP"] > 0.0
+    metrics = tmp_path / "m.json"
+    assert _evaluate("--annotations", coco_val[0], "--results", results, "--instance", "-o", metrics) == 0
+    assert json.loads(metrics.read_text()) == json.loads(json.dumps(report.metrics))
+    with pytest.raises(UsageError, match="not both"):  # for a model as for a results file
+        Options(annotations=str(coco_val[0]), images=str(coco_val[1]), semantic=True, instance=True)

@@ -4,12 +4,11 @@ per class (semantic models), against a COCO annotation file or an images/ + mask
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-import time
 
 from segkit import cli
 from segkit.config import DEFAULTS, parse_args
-from segkit.errors import UsageError
 
 EPILOG = """examples:
   evaluate.py --annotations instances_val2017.json --images val2017/                 # default person model: IoU
@@ -58,164 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from segkit import evaluate as ev
+    from segkit.evaluation.report import format_report
+    from segkit.evaluation.run import Options, evaluate
     from segkit.io.atomic import write_json
 
     args = parse_args(build_parser(), argv)
-    if args.threshold is None:
-        args.threshold = DEFAULTS["threshold"]  # a --config file may set it to null
-    if args.masks and args.annotations:
-        raise UsageError("give --annotations (COCO) or --masks (mask folder), not both")
-    if not args.masks and not args.annotations:
-        raise UsageError("say what to score against: --annotations FILE or --images DIR --masks DIR")
-    if args.results and args.masks:
-        raise UsageError("--results needs --annotations (COCO ids)")
-    if not args.results and not args.images:
-        raise UsageError("--images DIR is needed to run a model")
-    classes = cli.parse_class_filter(args, with_model=not args.results)
-
-    t0 = time.perf_counter()
-    failed: list[str] = []
-    on_error = lambda line: (failed.append(line), cli.error(line))  # noqa: E731
-    metrics: dict = {}
-    bar = None
-    scope = None  # which of the annotated images are scored, and why
-    if args.masks:
-        seg = cli.load_model(args, progress=not args.quiet)
-        cid = min(classes) if classes else (seg_classes(seg)[0])
-        bar = _bar(args, None)
-        counts = ev.semantic_folder(seg, args.images, args.masks, cid, args.threshold, args.limit,
-                                    progress=bar, on_error=on_error)
-        metrics["semantic"] = counts.scores()
-        source = f"{args.images} vs {args.masks}"
-    else:
-        gt = ev.load_coco(args.annotations)
-        img_ids = sorted(gt.getImgIds())[: args.limit] if args.limit else sorted(gt.getImgIds())
-        if args.results:
-            results = ev.load_results(args.results)
-            img_ids, scope = covered_by_results(gt, img_ids, results, args.results)
-            if scoring_of_results(args, results) == "semantic":
-                cids = tuple(sorted(classes)) if classes else tuple(sorted({r["category_id"] for r in results}))
-                if args.only_with_class:
-                    img_ids = ev.images_with_classes(gt, img_ids, cids)
-                figures = ev.PersonFigures(gt, cids)
-                metrics["semantic"] = ev.semantic_coco_results(gt, results, img_ids, cids, args.threshold,
-                                                               figures=figures).scores()
-                metrics["figures"] = figures.scores()
-            else:
-                metrics.update(ev.coco_ap(gt, results, per_class=args.per_class, img_ids=img_ids))
-            source = args.results
-        else:
-            img_ids, scope = present_in_folder(gt, img_ids, args.images)
-            seg = cli.load_model(args, progress=not args.quiet)
-            bar = _bar(args, len(img_ids))
-            if seg.semantic or args.semantic:
-                cids = tuple(sorted(classes)) if classes else tuple(seg_classes(seg))
-                if args.only_with_class:
-                    img_ids = ev.images_with_classes(gt, img_ids, cids)
-                    bar.total = len(img_ids)
-                figures = ev.PersonFigures(gt, cids)
-                metrics["semantic"] = ev.semantic_coco(seg, gt, args.images, img_ids, cids, args.threshold,
-                                                       progress=bar, on_error=on_error,
-                                                       figures=figures, min_area=args.min_area).scores()
-                metrics["figures"] = figures.scores()
-            else:
-                from segkit.flow import Filter
-                results = ev.predict_coco(seg, gt, args.images, img_ids, Filter(classes, None, ev.COCO_MAX_DETS),
-                                          progress=bar, on_error=on_error)
-                metrics.update(ev.coco_ap(gt, results, per_class=args.per_class, img_ids=img_ids))
-            source = f"{getattr(seg, 'name', '')} on {args.images}"
-    if bar is not None:
-        bar.close()
-    metrics["source"] = source
-    metrics["threshold"] = args.threshold
-    if "semantic" in metrics:
-        metrics["images"] = "with the scored classes" if args.only_with_class else "all"
-    metrics["failed_images"] = failed
-    if scope is not None:
-        metrics.update(scope)
-    print(f"evaluate: {source} ({time.perf_counter() - t0:.1f} s)")
-    if scope is not None:
-        print(f"evaluate: scored {scope['images_scored']} of {scope['images_annotated']} annotated "
-              f"images ({scope['images_which']})")
-    print(ev.format_table(metrics))
-    if metrics.get("figures"):
-        print(ev.format_figures(metrics["figures"]))
+    flags = {f.name for f in dataclasses.fields(Options)} - {"classes"}
+    options = Options(**{k: v for k, v in vars(args).items() if k in flags},  # checks the combination
+                      download=not args.no_download, progress=not args.quiet)
+    options.classes = cli.parse_class_filter(args, with_model=not args.results)
+    report = evaluate(options, on_error=cli.error)
+    print(format_report(report))
     if args.metrics_file:
-        write_json(args.metrics_file, metrics)
+        write_json(args.metrics_file, report.metrics)
         print(f"metrics: {args.metrics_file}")
-    return cli.EXIT_SOME_FAILED if failed else cli.EXIT_OK
-
-
-def seg_classes(segmenter) -> list[int]:
-    """Classes a model predicts: a semantic adapter names its channels; instance: all COCO."""
-    ids = getattr(segmenter, "class_ids", None)
-    if ids:
-        return list(ids)
-    from segkit.labels import COCO_CATEGORIES
-    return sorted(COCO_CATEGORIES)
-
-
-def _bar(args, total):
-    from tqdm import tqdm
-    return tqdm(total=total, unit="img", disable=args.quiet, file=sys.stderr, desc="evaluate")
-
-
-def covered_by_results(gt, img_ids: list[int], results: list[dict], results_path) -> tuple[list[int], dict]:
-    """The annotated images a results file covers: those it has detections for, plus those
-    segment_folder.py processed without finding anything (its per-image records beside the file).
-
-    Scoring every annotated image instead would count the images never segmented as misses.
-    """
-    from pathlib import Path
-
-    from segkit.errors import SegkitError
-
-    seen = {r.get("image_id") for r in results}
-    how = "with results"
-    records = Path(results_path).parent / ".segkit" / "results"
-    if records.is_dir():
-        by_file = {Path(info["file_name"]).stem: iid for iid, info in gt.imgs.items()}
-        for rec in records.rglob("*.json"):
-            stem = rec.stem
-            iid = by_file.get(stem, int(stem) if stem.isdigit() else None)
-            if iid is not None:
-                seen.add(iid)
-        how = "segmented by segment_folder.py"
-    else:
-        how = "with at least one detection; images segmented without one cannot be told apart"
-    wanted = set(img_ids)
-    covered = sorted(i for i in seen if i in wanted)
-    if not covered:
-        raise SegkitError(f"{results_path}: covers none of the {len(img_ids)} annotated images "
-                          "(image ids differ? write results with --coco-annotations)")
-    return covered, {"images_scored": len(covered), "images_annotated": len(img_ids), "images_which": how}
-
-
-def present_in_folder(gt, img_ids: list[int], image_dir) -> tuple[list[int], dict]:
-    """The annotated images whose file is in --images (a partial copy of val2017 scores what it holds)."""
-    from pathlib import Path
-
-    from segkit.errors import SegkitError
-
-    folder = Path(image_dir)
-    if not folder.is_dir():
-        raise SegkitError(f"{folder}: no such folder")
-    names = {p.name for p in folder.iterdir()}
-    present = [i for i in img_ids if gt.imgs[i]["file_name"] in names]
-    if not present:
-        raise SegkitError(f"{folder}: holds none of the {len(img_ids)} annotated images")
-    return present, {"images_scored": len(present), "images_annotated": len(img_ids),
-                     "images_which": f"found in {folder}"}
-
-
-def scoring_of_results(args, results: list[dict]) -> str:
-    """IoU ("semantic") for a person model's results (segkit marks them), else AP ("instance")."""
-    if args.semantic and args.instance:
-        raise UsageError("--semantic or --instance, not both")
-    if args.semantic or args.instance:
-        return "semantic" if args.semantic else "instance"
-    return "semantic" if results and all(r.get("semantic") for r in results) else "instance"
+    return cli.EXIT_SOME_FAILED if report.failed else cli.EXIT_OK
 
 
 if __name__ == "__main__":

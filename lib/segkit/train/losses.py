@@ -219,7 +219,7 @@ class IoUScore(keras.metrics.Metric):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SplitIoU(keras.metrics.Metric):
-    """The person figures of ``segkit.evaluate.PersonFigures`` at the network's input size
+    """The person figures of ``segkit.evaluation.pixels.PersonFigures`` at the network's input size
     (sigmoid heads): ``part="with_class"`` the pooled IoU over only the images holding the class,
     ``part="fp_without_class"`` the share of predicted pixels on images without it."""
 

@@ -23,7 +23,7 @@ class TrainingDiverged(RuntimeError):
 
 def build_sources(cfg: TrainConfig, coco_pairs, folders, validation: bool = False):
     """Training sources, or validation sources: those always keep the images without the
-    category, so the validation IoU is figure (1) of ``segkit.evaluate.PersonFigures`` (pooled
+    category, so the validation IoU is figure (1) of ``segkit.evaluation.pixels.PersonFigures`` (pooled
     over all images) and checkpoints are not picked for painting the class everywhere."""
     from segkit.train.data import CocoSource, FolderSource
 
