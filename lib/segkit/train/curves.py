@@ -2,8 +2,8 @@
 epoch, drawn with matplotlib (imported on first use)."""
 from __future__ import annotations
 
+import io
 import math
-import os
 from pathlib import Path
 
 
@@ -34,7 +34,9 @@ def plot_curves(history: list[dict], path: Path) -> None:
             ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    from segkit.io.atomic import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())

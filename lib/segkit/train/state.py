@@ -66,6 +66,6 @@ def save_atomic(model, path: Path) -> None:
 
 def write_json(path: Path, obj) -> None:
     """Indented JSON (state.json is read by people too), written whole or not at all."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    from segkit.io.atomic import atomic_write_bytes  # here: importing the train package stays light
+
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())

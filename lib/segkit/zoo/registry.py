@@ -11,6 +11,7 @@ import yaml
 
 from segkit.zoo.archives import check_archive_options
 from segkit.zoo.errors import UnknownModelError, ZooError
+from segkit.models import FAMILIES  # the family registry: a zoo entry may name only what can be built
 
 REGISTRY_FILE = "zoo.yaml"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -21,7 +22,6 @@ ZOO_ROOT = REPO_ROOT / "model_zoo" if IN_CHECKOUT else Path(__file__).resolve().
 #: the file in the model dir that pins first downloads' sha256 (never a model's name)
 LOCK_FILE = "zoo.lock.yaml"
 
-FAMILIES = ("od_api_tf2", "od_api_tf1", "garden", "unet", "tflite", "yolo_seg")
 TASKS = ("semantic", "instance")
 NORMALIZATIONS = ("unit", "minus1_1", "imagenet", "uint8")
 
