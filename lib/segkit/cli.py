@@ -175,6 +175,8 @@ def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
                    help="also write NAME.txt: one YOLO polygon line per instance, 'class x1 y1 x2 y2 ...' "
                         "normalised to 0..1 (Ultralytics save_txt; class = 0..79 COCO index)")
     g.add_argument("--save-conf", action="store_true", help="with --save-txt: end each line with the score")
+    g.add_argument("--save-crop", action="store_true",
+                   help="also write NAME_crops/NNN_<class>.jpg: each instance cut out along its box (Ultralytics save_crop)")
     g.add_argument("--json", nargs="?", const="results.json", metavar="FILE", help=json_help)
     g.add_argument("--no-visual", action="store_true", help="skip the overlay/cut-out image")
     g.add_argument("--alpha", type=_fraction, help=f"overlay opacity 0..1 (default {DEFAULTS['alpha']})")
@@ -253,10 +255,12 @@ def load_model(args, progress: bool = True):
 #: per-image file sinks beyond the picture: flag -> sink(args, out_dir). A new output format is
 #: one sink class in its own file, its flag in add_output_args and its line here.
 def _file_sinks():
+    from segkit.io.crops import Crops
     from segkit.io.sinks import Masks, YoloTxt
 
     return {"save_masks": lambda args, out: Masks(out),
-            "save_txt": lambda args, out: YoloTxt(out, with_conf=args.save_conf)}
+            "save_txt": lambda args, out: YoloTxt(out, with_conf=args.save_conf),
+            "save_crop": lambda args, out: Crops(out)}
 
 
 def build_outputs(args, out_dir: Path):
