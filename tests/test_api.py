@@ -182,3 +182,17 @@ def test_readme_python_api_block_runs_as_written(tmp_path):
     r = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_run_puts_files_through_the_scripts_run_loop_into_sinks(model, tmp_path):
+    from segkit.io.sinks import Call, Picture, Renderer
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(IMAGE.read_bytes())
+    (src / "broken.jpg").write_bytes(b"not a jpeg")
+    got = {}
+    stats = model.run(src, [Picture(tmp_path / "out", Renderer()), Call(lambda f, s: got.update({f.name: s}))])
+    assert (stats.done, stats.failed) == (1, 1) and stats.exit_code() == 3
+    assert (tmp_path / "out" / "a.jpg").is_file()
+    np.testing.assert_array_equal(got["a"].foreground(), model(IMAGE).foreground())  # same as a call

@@ -1,6 +1,6 @@
 """The Python API: ``segkit.load_model(name)(image) -> Segmentation``.
 
-A thin layer over what the scripts use (``load_segmenter``, ``Filter``, ``read_image``), the way
+A thin layer over what the scripts use (``load_segmenter``, ``Filter``, ``flow.run``), the way
 ``YOLO("x.pt")(img)`` or detectron2's ``DefaultPredictor`` serve people who script.
 """
 from __future__ import annotations
@@ -13,9 +13,10 @@ import numpy as np
 
 from segkit.labels import parse_classes
 from segkit.models.base import Segmenter
+from segkit import flow
 from segkit.flow import Filter
 from segkit.segmentation import Segmentation
-from segkit.io.sources import read_image
+from segkit.io.sources import Frame, read_image
 
 _CONFIG = object()  # "not given": take the packaged default (segkit/defaults.yaml), as the scripts do
 
@@ -42,10 +43,22 @@ class Model:
     def __call__(self, images: np.ndarray | str | os.PathLike | Sequence) -> Segmentation | list[Segmentation]:
         single = isinstance(images, (np.ndarray, str, os.PathLike))
         batch = [_as_image(im) for im in ([images] if single else images)]
-        # the same shortcut as the scripts' run loop: masks below the threshold are never pasted
-        segs = self.segmenter.segment(batch, min_score=self.filter.threshold or 0.0) if batch else []
-        segs = [self.filter(s) for s in segs]
+        frames = [Frame(im, str(i), index=i) for i, im in enumerate(batch)]
+        segs = flow.segment(self.segmenter, frames, self.filter) if frames else []  # the run loop's model step
         return segs[0] if single else segs
+
+    def run(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], sinks: Sequence,
+            workers: int = 2) -> flow.RunStats:
+        """Image files, folders (recursively) or globs through the scripts' own run loop into
+        ``sinks`` (segkit.io.sinks: Picture, Masks, YoloTxt, ...; a Call(fn) gets each result):
+        decoding and writing overlap with the model, an unreadable file is counted and skipped."""
+        from segkit.io.sources import ImageFiles, expand_inputs
+
+        specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
+        items = expand_inputs([str(s) for s in specs], recursive=True)
+        with ImageFiles(items, workers=workers) as source:
+            return flow.run(source, self.segmenter, sinks, result_filter=self.filter,
+                            policy=flow.Policy.files(workers))
 
     def close(self) -> None:
         self.segmenter.close()

@@ -72,18 +72,19 @@ def output_error(path: str | os.PathLike, e: OSError) -> OutputError:
     return OutputError(path, f"cannot write: {problem}", e.errno)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + rename: ``path`` is whole or untouched.
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb"):
+    """A file opened for writing that replaces ``path`` when the block ends without an error:
+    ``path`` is then whole, and otherwise untouched (the temp file is removed).
 
-    Any OSError (disk full, permission, read-only) becomes an OutputError naming ``path``; the
-    temp file is removed."""
+    Any OSError (disk full, permission, read-only) becomes an OutputError naming ``path``."""
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode) as f:
+            yield f
         os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600 files; outputs are ordinary files
         os.replace(tmp, path)
     except OSError as e:
@@ -91,6 +92,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     finally:
         if tmp is not None and os.path.lexists(tmp):
             Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file + rename: ``path`` is whole or untouched."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def encode_image(image: np.ndarray, ext: str = ".png", quality: int = 95) -> bytes:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from segkit.errors import InputError, OutputError, UsageError, error
-from segkit.io.atomic import FILE_MODE, atomic_write_bytes, output_error, temp_prefix, write_json
+from segkit.io.atomic import atomic_file, atomic_write_bytes, write_json
 from segkit.io.resume import STATE_DIR
 from segkit.io.sinks import Sink
 from segkit.io.sources import Frame
@@ -80,28 +79,17 @@ class ResultsCache:
         """Stream every cached image of ``items`` into one COCO results list at ``json_path``
         (atomically; memory holds one image's results at a time). Returns the detection count."""
         count = 0
-        tmp = None
-        try:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(json_path.name), suffix=".tmp", dir=json_path.parent)
-            with os.fdopen(fd, "w") as f:
-                f.write("[")
-                for path, name in items:
-                    if not self.has(name):
-                        continue  # failed image: named in failures.jsonl
-                    image_id = image_id_for(path, id_map)
-                    for det in self.get(name)["results"]:
-                        f.write(",\n" if count else "\n")
-                        f.write(json.dumps({"image_id": image_id, **det}, separators=(",", ":")))
-                        count += 1
-                f.write("\n]\n")
-            os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; results.json is an output like the images
-            os.replace(tmp, json_path)
-        except OSError as e:
-            raise output_error(json_path, e) from None
-        finally:
-            if tmp is not None and os.path.lexists(tmp):
-                Path(tmp).unlink(missing_ok=True)
+        with atomic_file(json_path, "w") as f:
+            f.write("[")
+            for path, name in items:
+                if not self.has(name):
+                    continue  # failed image: named in failures.jsonl
+                image_id = image_id_for(path, id_map)
+                for det in self.get(name)["results"]:
+                    f.write(",\n" if count else "\n")
+                    f.write(json.dumps({"image_id": image_id, **det}, separators=(",", ":")))
+                    count += 1
+            f.write("\n]\n")
         return count
 
 

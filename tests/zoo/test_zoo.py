@@ -25,7 +25,7 @@ from fixtures.zoo_env import models, server  # noqa: F401 (pytest fixtures)
 from segkit import zoo
 from segkit.zoo import store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TF1_NAMES = ["mask_rcnn_inception_v2_coco_2018_01_28", "mask_rcnn_resnet50_atrous_coco_2018_01_28",
              "mask_rcnn_resnet101_atrous_coco_2018_01_28",
