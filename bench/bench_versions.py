@@ -12,7 +12,7 @@ after/before wall-time ratios is printed (< 1: the change is faster).
 
   folder   segment_folder.py -i <n COCO photos> --json --save-masks (overlays as JPEG, the default)
   webcam   segment_webcam.py --source vtest.avi --output out.mp4 --no-show (every frame of the file)
-  beam     segment_folder.py --runner beam on the first 60 photos (DirectRunner)
+  beam     segment_folder.py --runner beam on the first --beam-n photos (DirectRunner)
 """
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--after", type=Path, default=REPO, help="default: this checkout")
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--n", type=int, default=200, help="photos for the folder case")
+    ap.add_argument("--beam-n", type=int, default=60, help="photos for the Beam case")
     ap.add_argument("--only", nargs="*", choices=("folder", "webcam", "beam"))
     args = ap.parse_args()
 
@@ -67,7 +68,7 @@ def main() -> None:
     photos, few = tmp / "photos", tmp / "few"
     files = (sorted((SHARED / "coco" / "val2017").glob("*.jpg"))
              + sorted((SHARED / "coco" / "train2017").glob("*.jpg")))[: args.n]
-    for d, fs in ((photos, files), (few, files[:60])):
+    for d, fs in ((photos, files), (few, files[: args.beam_n])):
         d.mkdir()
         for f in fs:
             os.symlink(f, d / f.name)
