@@ -6,7 +6,9 @@ video. :class:`VideoSink` is the flow's sink over it.
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -17,10 +19,48 @@ from segkit.errors import SegkitError
 from segkit.io.atomic import FILE_MODE, free_space_note, fsync_path, temp_owner_alive, temp_prefix
 from segkit.io.sinks import Renderer, Sink
 from segkit.io.video_source import _quiet_opencv
-from segkit.workers import QueueWorker
 
 #: container -> FourCC the opencv-python wheels can encode (no H.264 encoder ships with them)
 WRITER_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+
+
+class QueueWorker:
+    """Runs ``_handle(item)`` for each queued item on one background thread (the video encoder).
+
+    The queue is bounded, so a producer that outpaces the stage waits instead of building a
+    backlog. The first error sticks in ``error`` (the producer checks it and reports it); later
+    items are drained unhandled so a blocked ``_put`` can never hang the producer.
+    """
+
+    def __init__(self, name: str, queue_size: int):
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _handle(self, item) -> None:
+        raise NotImplementedError
+
+    def _put(self, item) -> None:
+        self._queue.put(item)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # keep draining so _put() never blocks forever
+            try:
+                self._handle(item)
+            except BaseException as e:
+                self.error = e
+
+    def _finish(self) -> None:
+        """Handle what is queued, then stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 def check_video_path(path: str | os.PathLike) -> str:
