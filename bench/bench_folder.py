@@ -65,9 +65,11 @@ def main() -> None:
     mpix = sum(im.shape[0] * im.shape[1] for im in decoded) / len(decoded) / 1e6
     segmenter.segment(decoded[:2])  # warm-up
 
-    def model_only():
-        for im in decoded:
-            flt(segmenter.segment_one(im, min_score=0.5))
+    def model_only():  # in the batches the folder run hands the model (segmenter.max_batch)
+        step = max(1, segmenter.max_batch)
+        for i in range(0, len(decoded), step):
+            for seg in segmenter.segment(decoded[i:i + step], min_score=0.5):
+                flt(seg)
 
     def sequential():  # the same files written as the folder run writes them
         out = Picture(tmp / "seq", Renderer(), args.ext) if not args.no_visual else None

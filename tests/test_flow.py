@@ -177,3 +177,9 @@ def test_a_full_disk_stops_the_run_and_leaves_the_rest_for_a_rerun():
     assert stats.failed == 1 and stats.done < 39 and stats.not_attempted == 40 - stats.done - 1
     assert "no space left on device (out/f2.png)" in stats.summary()
     assert "not attempted (run again to resume)" in stats.summary() and len(lines) == 1
+
+
+def test_a_stream_is_segmented_one_frame_at_a_time_whatever_the_model_batches():
+    seg = FakeSegmenter(max_batch=3)
+    stats = run(Frames(frames(7)), seg, [Recorder([])], policy=STREAM)
+    assert stats.done == 7 and seg.batch_sizes == [1] * 7  # waiting for a batch would add latency

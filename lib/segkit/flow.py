@@ -67,19 +67,23 @@ class Policy:
     ``writers``: threads writing results; 1 keeps frame order (a video needs it), more write the
     independent files of several images at once. ``max_pending``: results waiting for a writer
     before the model waits. ``fatal_writes``: a failed write stops the run (one video is one
-    output) instead of failing only that frame (a folder's images are independent)."""
+    output) instead of failing only that frame (a folder's images are independent). ``batch``:
+    hand the model up to ``segmenter.max_batch`` frames at once (throughput); off for a live
+    stream, where waiting for a batch would add latency."""
 
     writers: int = 1
     max_pending: int = 8
     fatal_writes: bool = False
+    batch: bool = True
 
     @staticmethod
     def files(workers: int = 2) -> "Policy":
         return Policy(writers=max(1, workers), max_pending=4 * max(1, workers))
 
 
-#: a camera, stream or video: one writer in frame order, a short queue (no backlog), writes fatal
-STREAM = Policy(writers=1, max_pending=2, fatal_writes=True)
+#: a camera, stream or video: one writer in frame order, a short queue (no backlog), writes fatal,
+#: one frame at a time
+STREAM = Policy(writers=1, max_pending=2, fatal_writes=True, batch=False)
 
 
 @dataclass
@@ -286,7 +290,7 @@ def run(source, segmenter, sinks: Sequence, *, result_filter: Filter | None = No
                             progress.update(1)
                         continue
                     batch.append(frame)
-                    if len(batch) >= max(1, segmenter.max_batch):
+                    if len(batch) >= (max(1, segmenter.max_batch) if policy.batch else 1):
                         flush(batch)
                 if not disk_full and not fatal:
                     flush(batch)

@@ -94,3 +94,27 @@ def test_keep_confirmed_drops_only_blobs_the_gate_does_not_touch():
     assert np.array_equal(out[2:10, 2:10], probs[2:10, 2:10])
     assert out[14:18, 14:18].max() == 0 and out[0, 19, 0] == pytest.approx(0.3)
     assert out[0, 0, 0] == 0 and probs[14, 14, 0] == pytest.approx(0.8)  # input untouched
+
+
+def test_a_batch_gates_only_where_the_main_network_found_a_blob_with_the_same_result(repo):
+    """Folders hand the gated default model batches: the gate runs only on images where the main
+    network found something, and every result is what the one-frame path (both nets) gives."""
+    from segkit import zoo
+
+    model = load_segmenter(zoo.load_registry().default, download=False)
+    assert model.gate is not None and model.max_batch > 1
+    photos = [read_image(p) for p in sorted((repo / "images").glob("*.jpg"))]
+    blank = np.full((240, 320, 3), 128, np.uint8)  # nothing for the main network to find
+    batch = [photos[0], blank, photos[1], blank]
+    calls = []
+    gate_probs = model.gate.network_probs
+    model.gate.network_probs = lambda im: calls.append(im.shape) or gate_probs(im)
+    try:
+        together = model.segment(batch)
+        assert calls == [photos[0].shape, photos[1].shape]  # not on the blank frames
+        one_by_one = [model.segment([im])[0] for im in batch]
+    finally:
+        del model.gate.network_probs
+    for a, b in zip(together, one_by_one):
+        np.testing.assert_array_equal(a.probs, b.probs)
+    assert together[0].foreground().any() and not together[1].foreground().any()

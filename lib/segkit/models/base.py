@@ -10,12 +10,16 @@ from segkit.segmentation import Segmentation
 
 #: ``normalize`` of a zoo entry: float32 RGB 0..255 -> what the network was trained on
 #: (one table for every adapter that feeds a network raw pixels: TFLite and Keras U-Net).
+#: ``out``: write into this float32 array instead of a new one (it may be ``x`` itself).
+_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_STD = np.array([0.229, 0.224, 0.225], np.float32)
 NORMALIZERS = {
-    "unit": lambda x: x * (1 / 255.0),
-    "minus1_1": lambda x: x * (2 / 255.0) - 1.0,
-    "imagenet": lambda x: (x * (1 / 255.0) - np.array([0.485, 0.456, 0.406], np.float32))
-    / np.array([0.229, 0.224, 0.225], np.float32),
-    "uint8": lambda x: x,
+    "unit": lambda x, out=None: np.multiply(x, np.float32(1 / 255.0), out=out),
+    "minus1_1": lambda x, out=None: np.subtract(np.multiply(x, np.float32(2 / 255.0), out=out),
+                                                np.float32(1.0), out=out),
+    "imagenet": lambda x, out=None: np.divide(np.subtract(np.multiply(x, np.float32(1 / 255.0), out=out),
+                                                          _MEAN, out=out), _STD, out=out),
+    "uint8": lambda x, out=None: x if out is None else np.copyto(out, x) or out,
 }
 
 
