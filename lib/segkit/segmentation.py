@@ -58,7 +58,10 @@ class Segmentation:
         """
         if self.is_semantic:
             keep = [i for i, c in enumerate(self.prob_class_ids) if classes is None or c in classes]
-            out = replace(self, probs=self.probs[..., keep],
+            # every channel kept (the usual case): share the array, a copy of a full-size float
+            # map costs a millisecond a frame
+            probs = self.probs if len(keep) == self.probs.shape[-1] else self.probs[..., keep]
+            out = replace(self, probs=probs,
                           prob_class_ids=tuple(self.prob_class_ids[i] for i in keep),
                           mask_threshold=self.mask_threshold if threshold is None else threshold)
             return out._without_specks(min_area) if min_area else out
