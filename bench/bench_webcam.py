@@ -110,9 +110,12 @@ def pipeline(clip: Path, out: Path, model: str | None, background: str | None, s
     line = [ln for ln in r.stdout.splitlines() if "frames done" in ln][-1]
     res = {"line": line,
            "frames": int(re.search(r"(\d+) frames done", line).group(1)),
-           "fps": float(re.search(r"\(([\d.]+) fps\)", line).group(1))}
-    for stage in ("capture", "model", "draw", "write", "window"):
-        m = re.search(rf"{stage} ([\d.]+) ms", line)
+           "fps": float(re.search(r"\(([\d.]+)/s\)", line).group(1))}
+    # the summary's names: drawing is "draw + write" (the writer thread draws and queues the
+    # frame), the video encoder's own time is "encode"
+    names = {"capture": "capture", "model": "model", "draw": r"draw \+ write", "write": "encode", "window": "window"}
+    for stage, said in names.items():
+        m = re.search(rf"{said} ([\d.]+) ms", line)
         if m:
             res[stage] = float(m.group(1))
     m = re.search(r"(\d+) dropped", line)

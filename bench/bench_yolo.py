@@ -158,7 +158,7 @@ def live(model: str, frames: int) -> dict:
     # CPU seconds the whole run used (start-up included), per frame: on 2 idle cores the run
     # could go at most 2/cpu fps (perfect overlap) and at least 1/cpu fps (none)
     cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / max(frames, 1)
-    return {"line": lines[-1], "fps": float(re.search(r"\(([\d.]+) fps\)", lines[-1]).group(1)),
+    return {"line": lines[-1], "fps": float(re.search(r"\(([\d.]+)/s\)", lines[-1]).group(1)),
             "cpu_ms": cpu * 1000}
 
 
