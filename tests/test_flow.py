@@ -183,3 +183,15 @@ def test_a_stream_is_segmented_one_frame_at_a_time_whatever_the_model_batches():
     seg = FakeSegmenter(max_batch=3)
     stats = run(Frames(frames(7)), seg, [Recorder([])], policy=STREAM)
     assert stats.done == 7 and seg.batch_sizes == [1] * 7  # waiting for a batch would add latency
+
+
+def test_a_sink_failing_to_close_does_not_keep_the_others_open():
+    class BadClose(Recorder):
+        def close(self, ok):
+            super().close(ok)
+            raise ValueError("cannot finish")
+
+    log = []
+    with pytest.raises(ValueError, match="cannot finish"):
+        run(Frames(frames(2)), FakeSegmenter(), [Recorder(log), BadClose([])])
+    assert log[-1] == ("close", True)  # closed after the other sink raised

@@ -300,12 +300,14 @@ def run(source, segmenter, sinks: Sequence, *, result_filter: Filter | None = No
                 settle(0)  # every segmented frame reaches the sinks, even on Ctrl+C or a model error
                 if disk_full and hasattr(source, "total"):
                     stats.not_attempted = source.total - stats.done - stats.failed
-                for s in reversed(opened):
+                for s in reversed(opened):  # every sink is closed, whatever another one raised
                     try:
                         s.close(ok)
                     except OutputError as e:  # e.g. results.json on a full disk: the images are done
                         stats.failed += 1
                         on_error(str(e))
+                    except Exception as e:
+                        fatal.append(e)
                 stats.seconds = time.perf_counter() - t_start
     if fatal:
         raise fatal[0]

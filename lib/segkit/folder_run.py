@@ -59,8 +59,9 @@ def segment_folder(args) -> tuple[RunStats, str]:
     result_filter = cli.build_filter(args)
 
     with output_folder(out_dir):
-        if json_path:  # last: its per-image file is what says an image is complete
-            sinks.append(CocoResults(json_path, ResultsCache(out_dir), items, id_map))
+        results = CocoResults(json_path, ResultsCache(out_dir), items, id_map) if json_path else None
+        if results is not None:  # last: its per-image file is what says an image is complete
+            sinks.append(results)
         plan = plan_run(items, sinks, overwrite=args.overwrite)
         failures = Failures(out_dir)
         stats, model = RunStats(skipped=len(plan.skipped)), ""
@@ -80,7 +81,6 @@ def segment_folder(args) -> tuple[RunStats, str]:
             stats = run(Frames([]), None, sinks + [failures], stats=stats)
     if failures.failures and failures.path:
         print(f"failures: {failures.path}", file=sys.stderr)
-    results = sinks[-1] if json_path else None
     if results is not None and results.path and not args.quiet:
         print(f"COCO results: {results.path} ({results.count} detections)")
     return stats, model
