@@ -63,7 +63,8 @@ def test_prefetch_map_keeps_order_and_bounds_read_ahead():
     assert peak[0] <= 5 + 1  # never more than the look-ahead (+ the one being consumed)
 
 
-def run_flow(frames, seg, write, result_filter=None, on_error=None, progress=None, policy=Policy(), **kw):
+def run_calls(frames, seg, write, result_filter=None, on_error=None, progress=None, policy=Policy(), **kw):
+    """flow.run with one function as the sink."""
     return run(Frames(frames), seg, [Call(write)], result_filter=result_filter, policy=policy,
                progress=progress, **({"on_error": on_error} if on_error else {}), **kw)
 
@@ -84,7 +85,7 @@ def test_run_counts_filters_and_records_failures():
             self.n += k
 
     bar = Bar()
-    stats = run_flow(frames(8, bad={1}), seg, write, Filter(threshold=0.25),
+    stats = run_calls(frames(8, bad={1}), seg, write, Filter(threshold=0.25),
                      on_error=errors.append, progress=bar)
     assert (stats.done, stats.failed) == (6, 2) and bar.n == 8
     assert sorted(errors) == ["f1.jpg: empty file (0 bytes)", "f3: disk full"]  # one line naming each
@@ -96,7 +97,7 @@ def test_run_counts_filters_and_records_failures():
 def test_run_batches_by_the_segmenter_max_batch(max_batch):
     seg = FakeSegmenter(max_batch)
     order = []
-    stats = run_flow(frames(7), seg, lambda f, s: order.append(f.index), policy=Policy(writers=1))
+    stats = run_calls(frames(7), seg, lambda f, s: order.append(f.index), policy=Policy(writers=1))
     assert stats.done == 7 and order == list(range(7))  # one writer: written in input order
     assert max(seg.batch_sizes) == max_batch and sum(seg.batch_sizes) == 7
 
