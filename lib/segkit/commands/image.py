@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         shown.extend(w for w in written if w.suffix.lower() in IMAGE_EXTS)
 
     with ImageFiles(items, args.max_pixels or MAX_PIXELS) as source:
-        stats = run(source, segmenter, sinks + [s for s in (results, failures) if s],
+        stats = run(source, segmenter, sinks + [s for s in (results, failures) if s is not None],
                     result_filter=result_filter, report=report)
     if failures.path:
         print(f"failures: {failures.path}", file=sys.stderr)
