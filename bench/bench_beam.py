@@ -18,14 +18,14 @@ import importlib
 import io
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _photos import coco_photos, linked_folder  # bench/ is on the path when a bench runs
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SEGKIT_SHARED", REPO.parent / "shared")) / "data" / "coco"
 MODEL = REPO / "model_zoo" / "selfie_segmentation" / "selfie_segmentation.tflite"
 
 
@@ -40,17 +40,12 @@ def main() -> None:
     ap.add_argument("--save-masks", action="store_true", help="also write the mask PNGs")
     args = ap.parse_args()
 
-    files = (sorted((SHARED / "val2017").glob("*.jpg")) + sorted((SHARED / "train2017").glob("*.jpg")))[: args.n]
-    if len(files) < args.n:
-        sys.exit(f"only {len(files)} images under {SHARED}")
+    files = coco_photos(args.n)
     script = importlib.import_module("segkit.commands.folder")
     import segkit.beam_runner  # noqa: F401  (import Beam before timing: a one-off cost per process)
 
     tmp = Path(tempfile.mkdtemp(prefix="segkit_bench_beam_"))
-    src = tmp / "in"
-    src.mkdir()
-    for f in files:
-        os.symlink(f, src / f.name)
+    src = linked_folder(files, tmp / "in")
     common = ["-i", str(src), "--overwrite", "--quiet", "--model-path", args.model_path]
     common += (["--json"] if args.json else []) + (["--save-masks"] if args.save_masks else [])
     runners = {"local": ["--runner", "local"], "beam": ["--runner", "beam"]}

@@ -20,14 +20,14 @@ import argparse
 import importlib
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _photos import coco_photos, linked_folder  # bench/ is on the path when a bench runs
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SEGKIT_SHARED", REPO.parent / "shared")) / "data" / "coco"
 MODEL = REPO / "model_zoo" / "person_selfie_coco" / "model.tflite"  # the default person model
 
 
@@ -49,14 +49,9 @@ def main() -> None:
     from segkit.io.sources import Frame, read_image
     from segkit.models import load_segmenter
 
-    files = (sorted((SHARED / "val2017").glob("*.jpg")) + sorted((SHARED / "train2017").glob("*.jpg")))[: args.n]
-    if len(files) < args.n:
-        sys.exit(f"only {len(files)} images under {SHARED}")
+    files = coco_photos(args.n)
     tmp = Path(tempfile.mkdtemp(prefix="segkit_bench_"))
-    src = tmp / "in"
-    src.mkdir()
-    for f in files:
-        os.symlink(f, src / f.name)
+    src = linked_folder(files, tmp / "in")
     segmenter = load_segmenter(None, args.model_path)
     flt = Filter(threshold=0.5)
     script = importlib.import_module("segkit.commands.folder")

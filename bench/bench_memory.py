@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _photos import coco_photos  # bench/ is on the path when a bench runs
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SEGKIT_SHARED", REPO.parent / "shared")) / "data" / "coco"
 MODEL = REPO / "model_zoo" / "selfie_segmentation" / "selfie_segmentation.tflite"
 OUT = REPO / "bench" / "out"
 
@@ -28,7 +29,7 @@ def make_images(dst: Path, n: int, size: int) -> None:
     import cv2
     import numpy as np
 
-    photos = sorted((SHARED / "val2017").glob("*.jpg")) + sorted((SHARED / "train2017").glob("*.jpg"))
+    photos = coco_photos()
     rng = np.random.default_rng(0)
     decoded = [cv2.imread(str(p)) for p in photos[:64]]  # BGR in, BGR out: no colour work needed
     for i in range(n):
@@ -74,7 +75,7 @@ def main() -> None:
         log = proc.stdout.read()
         if proc.returncode != 0:
             sys.exit(f"segment_folder failed ({proc.returncode}):\n{log}")
-        done = len(list((tmp / "out").rglob("img*.png")))
+        done = sum(1 for p in (tmp / "out").rglob("img*") if p.suffix in (".jpg", ".png"))  # the overlay follows the input: JPEG
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

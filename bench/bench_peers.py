@@ -29,8 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _photos import coco_photos, linked_folder  # bench/ is on the path when a bench runs
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SEGKIT_SHARED", REPO.parent / "shared")) / "data" / "coco"
 
 MEDIAPIPE_LOOP = r'''
 import sys, time
@@ -64,14 +65,9 @@ def main() -> int:
         print("bench_peers: skipped: no Python with mediapipe (give --mediapipe-python or "
               "$SEGKIT_MEDIAPIPE_PYTHON; see the docstring for the venv)")
         return 0
-    files = (sorted((SHARED / "val2017").glob("*.jpg")) + sorted((SHARED / "train2017").glob("*.jpg")))[: args.n]
-    if len(files) < args.n:
-        sys.exit(f"only {len(files)} images under {SHARED}")
+    files = coco_photos(args.n)
     tmp = Path(tempfile.mkdtemp(prefix="segkit_peers_"))
-    src = tmp / "in"
-    src.mkdir()
-    for f in files:
-        os.symlink(f, src / f.name)
+    src = linked_folder(files, tmp / "in")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "2"}
     runs = {
         "mediapipe": [mp_py, "-c", MEDIAPIPE_LOOP, str(src), str(tmp / "mp")],

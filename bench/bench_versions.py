@@ -26,8 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _photos import COCO, coco_photos, linked_folder  # bench/ is on the path when a bench runs
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SEGKIT_SHARED", REPO.parent / "shared")) / "data"
+SHARED = COCO.parent  # ../shared/data
 PYTHON = REPO / ".venv" / "bin" / "python"
 
 
@@ -66,12 +68,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="segkit_versions_"))
     photos, few = tmp / "photos", tmp / "few"
-    files = (sorted((SHARED / "coco" / "val2017").glob("*.jpg"))
-             + sorted((SHARED / "coco" / "train2017").glob("*.jpg")))[: args.n]
-    for d, fs in ((photos, files), (few, files[: args.beam_n])):
-        d.mkdir()
-        for f in fs:
-            os.symlink(f, d / f.name)
+    files = coco_photos(args.n)
+    linked_folder(files, photos)
+    linked_folder(files[: args.beam_n], few)
     try:
         print(f"{len(files)} photos; load average {os.getloadavg()[0]:.2f}; {args.pairs} pairs, alternated")
         for name, argv in cases(photos, few, tmp / "out").items():
