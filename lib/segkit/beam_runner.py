@@ -35,7 +35,7 @@ from segkit import flow
 from segkit.config import DEFAULTS
 from segkit.errors import InputError, SegkitError, UsageError, error
 from segkit.io.results import CocoResults, ResultsCache, load_image_ids, read_failures, write_failures
-from segkit.io.resume import check_output_dir, output_folder, settings_changed, unique_names
+from segkit.io.resume import check_output_dir, complete, output_folder, settings_changed, unique_names
 from segkit.io.sources import IMAGE_EXTS, MAX_PIXELS, Frame, decode_image_bytes, is_glob
 
 METRICS_NAMESPACE = "segkit"
@@ -229,8 +229,7 @@ class _Plan(beam.DoFn):
 
     def process(self, item):
         _, uri, name = item
-        frame = Frame(None, name, _frame_path(uri))
-        if not self.overwrite and all(p.exists() for s in self.sinks for p in s.expected(frame)):
+        if not self.overwrite and complete(self.sinks, Frame(None, name, _frame_path(uri))):
             self.skipped.inc()
             yield beam.pvalue.TaggedOutput("skipped", name)
         else:

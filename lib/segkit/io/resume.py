@@ -154,13 +154,17 @@ class Plan:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def complete(sinks: Iterable, frame: Frame) -> bool:
+    """Every file the sinks would write for ``frame`` exists (sinks only create whole files)."""
+    return all(p.exists() for s in sinks for p in s.expected(frame))
+
+
 def plan_run(items: list[tuple[Path, str]], sinks: Iterable, overwrite: bool = False) -> Plan:
     """Split ``items`` into those to do and those whose every output already exists."""
     sinks = list(sinks)
     plan = Plan()
     for path, name in items:
-        frame = Frame(None, name, path)
-        done = not overwrite and all(p.exists() for s in sinks for p in s.expected(frame))
+        done = not overwrite and complete(sinks, Frame(None, name, path))
         (plan.skipped if done else plan.todo).append((path, name))
     return plan
 
