@@ -102,6 +102,24 @@ def test_run_batches_by_the_segmenter_max_batch(max_batch):
     assert max(seg.batch_sizes) == max_batch and sum(seg.batch_sizes) == 7
 
 
+def test_work_a_source_prepared_reaches_the_model_with_its_frames():
+    """Frames carry what the model's ``prepare`` made on the decode threads; the model gets it
+    beside each image (and a model that prepares nothing is called as before)."""
+    class Preparing(FakeSegmenter):
+        def segment(self, images, min_score=0.0, prepared=None):
+            self.got = (getattr(self, "got", []) + list(prepared))
+            return super().segment(images, min_score)
+
+    seg = Preparing(max_batch=2)
+    fs = []
+    for f in frames(5):
+        f.prepared = None if f.index == 3 else ("ahead", f.index)
+        fs.append(f)
+    assert run_calls(iter(fs), seg, lambda f, s: None).done == 5
+    assert seg.got == [("ahead", 0), ("ahead", 1), ("ahead", 2), None, ("ahead", 4)]
+    assert run_calls(frames(3), FakeSegmenter(2), lambda f, s: None).done == 3  # no prepared= given
+
+
 class Recorder(Sink):
     """Logs the protocol calls it receives."""
 

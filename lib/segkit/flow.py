@@ -16,7 +16,8 @@ What differs between sources is a *policy*, not another loop:
 
 The model runs on the calling thread in batches of ``segmenter.max_batch``; decoding and writing
 overlap with it on other threads, through bounded queues, so memory stays flat however many frames
-go through. Every frame segmented before an error or Ctrl+C still reaches the sinks, and every
+go through. Work a model can do on one image alone (``Segmenter.prepare``: the small TFLite
+networks) is done by a folder's decode threads and travels with the frame (``Frame.prepared``). Every frame segmented before an error or Ctrl+C still reaches the sinks, and every
 sink is closed on every way out.
 """
 from __future__ import annotations
@@ -159,7 +160,9 @@ class RunInfo:
 def segment(segmenter, frames: Sequence[Frame], result_filter: Filter, where: str = "") -> list[Segmentation]:
     """The model on a batch of frames, filtered. A model error names the frame it failed on."""
     try:
-        segs = segmenter.segment([f.image for f in frames], min_score=result_filter.min_score)
+        prepared = [f.prepared for f in frames]
+        kw = {"prepared": prepared} if any(p is not None for p in prepared) else {}
+        segs = segmenter.segment([f.image for f in frames], min_score=result_filter.min_score, **kw)
     except SegkitError:
         raise
     except Exception as e:

@@ -73,7 +73,8 @@ def segment_folder(args) -> tuple[RunStats, str]:
             with tqdm(total=len(plan.todo), unit="img", disable=args.quiet, file=sys.stderr,
                       desc="segment_folder", dynamic_ncols=True) as bar, \
                     ImageFiles(plan.todo, args.max_pixels or MAX_PIXELS, workers=args.workers,
-                               lookahead=max(4 * args.workers, 2 * segmenter.max_batch)) as source:
+                               lookahead=max(4 * args.workers, 2 * segmenter.max_batch),
+                               prepare=segmenter.prepare) as source:
                 stats = run(source, segmenter, sinks + [failures], result_filter=result_filter,
                             policy=Policy.files(args.workers), progress=bar, stats=stats,
                             on_error=lambda line: tqdm.write(f"segkit: error: {line}", file=sys.stderr))

@@ -120,3 +120,30 @@ def test_opencv_decodes_plain_jpeg_and_png_pixel_for_pixel_like_pillow(tmp_path)
     pal = tmp_path / "p.png"
     Image.new("P", (8, 6), 3).save(pal)
     assert _decode_with_opencv(Image.open(pal), pal.read_bytes()) is None
+
+
+def test_image_files_prepare_runs_on_the_decode_threads(tmp_path, photo):
+    """``prepare`` (the model's work ahead) runs after decoding, on the read threads; a failing
+    prepare leaves nothing prepared (the model does the work itself) and a bad file is not
+    prepared at all."""
+    import threading
+
+    from segkit.io.sources import ImageFiles
+
+    (tmp_path / "bad.jpg").write_bytes(b"")
+    seen = []
+
+    def prepare(image):
+        seen.append(threading.current_thread().name)
+        if len(seen) == 2:
+            raise RuntimeError("no")
+        return image.shape
+
+    items = [(photo, "a"), (tmp_path / "bad.jpg", "bad"), (photo, "b"), (photo, "c")]
+    with ImageFiles(items, workers=1, prepare=prepare) as source:
+        got = [source.next() for _ in items]
+    assert [f.name for f in got] == ["a", "bad", "b", "c"]
+    assert got[1].error is not None and got[1].prepared is None
+    assert got[0].prepared == got[0].image.shape and got[2].prepared is None
+    assert got[3].prepared == got[3].image.shape
+    assert len(seen) == 3 and all(n.startswith("segkit-read") for n in seen)

@@ -118,3 +118,32 @@ def test_a_batch_gates_only_where_the_main_network_found_a_blob_with_the_same_re
     for a, b in zip(together, one_by_one):
         np.testing.assert_array_equal(a.probs, b.probs)
     assert together[0].foreground().any() and not together[1].foreground().any()
+
+
+def test_networks_run_ahead_on_other_threads_with_the_same_result(repo):
+    """A folder's decode threads run the networks (``prepare``, an interpreter set per thread)
+    and ``segment`` only finishes the work: the results are those of the model thread alone,
+    the gate still skips frames where the main network found nothing, and a batch may mix
+    prepared and unprepared images."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from segkit import zoo
+
+    model = load_segmenter(zoo.load_registry().default, download=False)
+    photos = [read_image(p) for p in sorted((repo / "images").glob("*.jpg"))]
+    blank = np.full((240, 320, 3), 128, np.uint8)
+    batch = [photos[0], blank, photos[1], photos[0]]
+    with ThreadPoolExecutor(2) as pool:
+        prepared = list(pool.map(model.prepare, batch))
+    assert prepared[1][1] is None and all(p[1] is not None for p in prepared[::2])  # gate skipped
+    direct = model.segment(batch)
+    ahead = model.segment(batch, prepared=prepared)
+    mixed = model.segment(batch, prepared=[prepared[0], None, None, prepared[3]])
+    for a, b, c in zip(direct, ahead, mixed):
+        np.testing.assert_array_equal(a.probs, b.probs)
+        np.testing.assert_array_equal(a.probs, c.probs)
+    assert direct[0].foreground().any() and not direct[1].foreground().any()
+
+    plain = load_segmenter("selfie_segmentation", download=False)  # no gate: prepare = the network
+    np.testing.assert_array_equal(plain.segment([photos[0]], prepared=[plain.prepare(photos[0])])[0].probs,
+                                  plain.segment([photos[0]])[0].probs)

@@ -43,6 +43,7 @@ class Frame:
     index: int = 0
     timestamp: float | None = None  # seconds, for video frames
     error: InputError | None = None  # set instead of image when decoding failed
+    prepared: object = None  # the model's Segmenter.prepare(image), done on a decode thread
 
 
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -249,6 +250,16 @@ def read_frame(item: tuple[Path, str], max_pixels: int = MAX_PIXELS, index: int 
         return Frame(None, name, path, index, error=InputError(path, problem))
 
 
+def _read_and_prepare(read: Callable[[tuple[Path, str]], Frame], prepare, item) -> Frame:
+    frame = read(item)
+    if frame.error is None:
+        try:
+            frame.prepared = prepare(frame.image)
+        except Exception:  # only work done ahead: segment redoes it and reports a real failure
+            frame.prepared = None
+    return frame
+
+
 # --------------------------------------------------------------------------- sources for flow.run
 def prefetch_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 2,
                  lookahead: int = 8) -> Iterator[R]:
@@ -298,10 +309,13 @@ class Frames:
 
 class ImageFiles(Frames):
     """(path, output name) pairs decoded by ``workers`` threads reading up to ``lookahead`` files
-    ahead of the model. A file that cannot be read comes out as a Frame with ``error`` set."""
+    ahead of the model. A file that cannot be read comes out as a Frame with ``error`` set.
+    ``prepare``: the model's Segmenter.prepare, run on the same threads after decoding."""
 
     def __init__(self, items: list[tuple[Path, str]], max_pixels: int = MAX_PIXELS, workers: int = 2,
-                 lookahead: int | None = None):
+                 lookahead: int | None = None, prepare: Callable[[np.ndarray], object] | None = None):
         read = partial(read_frame, max_pixels=max_pixels)
+        if prepare is not None:
+            read = partial(_read_and_prepare, read, prepare)
         super().__init__(prefetch_map(read, items, max(1, workers), lookahead or 4 * max(1, workers)),
                          total=len(items))

@@ -43,6 +43,13 @@ class Segmenter(ABC):
     def segment(self, images: Sequence[np.ndarray], min_score: float = 0.0) -> list[Segmentation]:
         ...
 
+    def prepare(self, image: np.ndarray) -> object | None:
+        """Work on one image that needs nothing but that image, done ahead of ``segment`` on a
+        folder source's decode threads (io.sources.ImageFiles) so it overlaps the model; its
+        result reaches ``segment(images, prepared=[...])``. None: nothing to do ahead (the
+        default), and segment does all the work itself, as it always may."""
+        return None
+
     def segment_one(self, image: np.ndarray, min_score: float = 0.0) -> Segmentation:
         return self.segment([image], min_score=min_score)[0]
 
