@@ -121,7 +121,11 @@ def _tflite(path: Path, name: str, spec, progress: bool) -> Segmenter:
         gate = TFLiteSegmenter(Path(path).parent / spec.extra["gate_file"], f"{name} gate",
                                classes=classes, resize=spec.extra.get("gate_resize", "linear"),
                                output_pool=int(spec.extra.get("output_pool", 1)))
-    return TFLiteSegmenter(path, name, classes=classes, label_names=own, gate=gate,
+    blob_filter = None
+    if gate is not None and spec.extra.get("blob_filter_file"):
+        from segkit.models.blob_filter import BlobFilter
+        blob_filter = BlobFilter.load(Path(path).parent / spec.extra["blob_filter_file"])
+    return TFLiteSegmenter(path, name, classes=classes, label_names=own, gate=gate, blob_filter=blob_filter,
                            normalize=(spec.normalize if spec is not None and spec.normalize else "unit"),
                            resize=spec.extra.get("resize", "area") if spec is not None else "area",
                            output_pool=int(spec.extra.get("output_pool", 1)) if spec is not None else 1)
