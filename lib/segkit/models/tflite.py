@@ -75,7 +75,7 @@ class TFLiteSegmenter(Segmenter):
         self._args = dict(name=name, classes=classes, normalize=normalize, resize=resize,
                           output_pool=output_pool, label_names=label_names)
         if gate is not None:
-            self.max_batch = 8  # folders: the gate pipelined behind the main network (see segment)
+            self.max_batch = 8  # batches (evaluate, the API): the gate pipelined behind the main network
         self._pool = None  # the gate's thread, made on first use
         self._input: np.ndarray | None = None  # preprocess's reused input buffer
         if output_pool < 1:
@@ -128,7 +128,7 @@ class TFLiteSegmenter(Segmenter):
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The networks' probabilities for ``image``, computed on the calling (decode) thread with
         interpreters of its own: in a folder run every decode thread runs the networks too, and
-        ``segment`` is left with the cheap part (keep_confirmed, upsampling). Measured: with the
+        ``segment`` is left with the cheap part (judging blobs, upsampling). Measured: with the
         networks on the model thread and the gate in one helper thread, a core sat idle 14 % of a
         folder run, the model thread waiting for the gate at the end of every batch."""
         nets = getattr(self._local, "nets", None)
@@ -170,8 +170,8 @@ class TFLiteSegmenter(Segmenter):
             # releases the GIL), two single-threaded interpreters on two cores at once.
             gate = pool.submit(self.gate.network_probs, images[0])
             return [(self.network_probs(images[0]), gate)]
-        # A batch: the gate only matters where the main network found a blob (keep_confirmed
-        # leaves the rest as it is), so it runs only there, one image behind the main network:
+        # A batch: the gate only matters where the main network found a blob (an image without
+        # one is left as it is), so it runs only there, one image behind the main network:
         # person-free photos the main network leaves empty cost one net.
         out = []
         for image in images:
