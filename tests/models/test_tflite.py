@@ -147,3 +147,28 @@ def test_networks_run_ahead_on_other_threads_with_the_same_result(repo):
     plain = load_segmenter("selfie_segmentation", download=False)  # no gate: prepare = the network
     np.testing.assert_array_equal(plain.segment([photos[0]], prepared=[plain.prepare(photos[0])])[0].probs,
                                   plain.segment([photos[0]])[0].probs)
+
+
+def test_interpreters_made_off_the_main_thread_never_hide_its_stderr(repo):
+    """A folder's decode threads make interpreters of their own (``prepare``). Silencing
+    LiteRT's banner redirects file descriptor 2 for the whole process, so it is done on the main
+    thread only: messages the main thread writes meanwhile must reach the terminal, and stderr
+    must still work afterwards (CI once lost every error line of a folder run to this)."""
+    code = """
+import os, threading
+from segkit.models import tflite
+inside, done = threading.Event(), threading.Event()
+def worker():
+    with tflite._quiet_native_stderr():
+        inside.set()
+        done.wait(5)
+t = threading.Thread(target=worker)
+t.start()
+inside.wait(5)
+os.write(2, b"while a thread makes an interpreter\\n")
+done.set()
+t.join()
+os.write(2, b"afterwards\\n")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=True)
+    assert "while a thread makes an interpreter" in out.stderr and "afterwards" in out.stderr

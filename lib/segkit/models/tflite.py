@@ -32,7 +32,16 @@ RESIZE_MODES = ("area", "linear")
 def _quiet_native_stderr():
     """Silence the runtime's "INFO: Created TensorFlow Lite XNNPACK delegate" line, which it
     writes straight to file descriptor 2 (no log level switches it off) and which would
-    interleave with our own one-line messages. Load errors still surface as exceptions."""
+    interleave with our own one-line messages. Load errors still surface as exceptions.
+
+    Only on the main thread: the redirect is process-wide, so while another thread holds it the
+    main thread's error lines vanish, and two threads saving and restoring fd 2 at once can
+    leave it pointing at /dev/null for good (a folder run's decode threads make their own
+    interpreters: ``prepare``). LiteRT prints the line once per process, for the first
+    interpreter, which the main thread makes when it loads the model."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, ValueError, OSError):  # no real stderr (e.g. captured): nothing to do
