@@ -3,7 +3,8 @@
 
     scripts/fit_blob_filter.py --model-path model_zoo/person_selfie_coco \\
         --annotations runs/coco_extra/train.json --images ../shared/data/coco_extra/images \\
-        -o model_zoo/person_selfie_coco/blob_filter.json
+        -o model_zoo/person_selfie_coco/blob_filter.json \\
+        [--check-annotations VAL.json --check-images VAL_DIR --bootstrap 20]
 
 Every blob the main network finds in a photo becomes one example: its features
 (blob_filter.FEATURES) and whether keeping it raises pooled IoU, which holds when its person
@@ -12,11 +13,18 @@ Each example weighs what is at stake, |tp - IoU * fp| pixels. A logistic regress
 (scikit-learn, standardised features) is fitted to that and stored as JSON beside the model,
 which then keeps a blob when the fitted probability is >= 0.5. Fit on photos the main network
 never trained on, and keep the photos you report on out of it.
+
+``--check-*`` scores a second set at blob level: pooled person IoU over all its images (the
+ground truth at the network's resolution, so within a few thousandths of bin/evaluate.py) with
+every blob kept, with the blobs the gate touches, and with this filter; ``--bootstrap N`` refits
+on N resamples of the fitting photos and prints the spread of that figure (how much the filter
+depends on which photos it saw).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,27 +32,43 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 
-def blob_examples(model, gt, images: Path, threshold: float):
-    """(features [n, F], person pixels [n], other pixels [n]) of every blob of every image."""
+@dataclass
+class Blobs:
+    """Every blob of a photo set: features [n, F], person and other pixels [n], the photo each
+    came from [n], and the set's person pixels in all (blobs or not)."""
+
+    x: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    photo: np.ndarray
+    person_pixels: float
+
+    def pooled_iou(self, keep: np.ndarray) -> float:
+        return float(self.tp[keep].sum() / (self.person_pixels + self.fp[keep].sum()))
+
+
+def blob_examples(model, gt, images: Path, threshold: float) -> Blobs:
     import cv2
     from tqdm import tqdm
 
     from segkit.evaluation.coco import coco_class_truth
     from segkit.io.sources import read_image
-    from segkit.models.blob_filter import blob_features
+    from segkit.models.blob_filter import FEATURES, blob_features
     from segkit.models.tflite import gate_like
 
-    xs, tps, fps = [], [], []
+    xs, tps, fps, photos, person = [np.zeros((0, len(FEATURES)))], [], [], [], 0.0
     for img_id in tqdm(sorted(gt.imgs), unit="img", desc="blobs"):
         image = read_image(images / gt.imgs[img_id]["file_name"])
+        truth = coco_class_truth(gt, img_id, (1,))[0]
+        person += float(np.count_nonzero(truth))
         probs = model.network_probs(image)
         gate = gate_like(model.gate.network_probs(image), probs)
         labels, x = blob_features(probs[..., 0], gate[..., 0], threshold)
         if not len(x):
             continue
-        truth = coco_class_truth(gt, img_id, (1,))[0].astype(np.float32)
         # person share of each network cell; a cell stands for this many image pixels
-        share = cv2.resize(truth, (probs.shape[1], probs.shape[0]), interpolation=cv2.INTER_AREA)
+        share = cv2.resize(truth.astype(np.float32), (probs.shape[1], probs.shape[0]),
+                           interpolation=cv2.INTER_AREA)
         cell = image.shape[0] * image.shape[1] / share.size
         n = len(x) + 1
         tp = np.bincount(labels.ravel(), weights=share.ravel(), minlength=n)[1:] * cell
@@ -52,7 +76,31 @@ def blob_examples(model, gt, images: Path, threshold: float):
         xs.append(x)
         tps.append(tp)
         fps.append(area - tp)
-    return np.concatenate(xs), np.concatenate(tps), np.concatenate(fps)
+        photos.append(np.full(len(x), img_id))
+    return Blobs(np.concatenate(xs), np.concatenate(tps or [[]]), np.concatenate(fps or [[]]),
+                 np.concatenate(photos or [[]]).astype(int), person)
+
+
+def fit(blobs: Blobs, ref_iou: float, C: float, fitted_on: str = ""):
+    from sklearn.linear_model import LogisticRegression
+
+    from segkit.models.blob_filter import BlobFilter
+
+    gain = blobs.tp - ref_iou * blobs.fp
+    if (gain > 0).all() or (gain <= 0).all():
+        raise SystemExit("fit_blob_filter: every blob of the fitting set is on one side: nothing to learn")
+    mean, scale = blobs.x.mean(0), blobs.x.std(0) + 1e-9
+    reg = LogisticRegression(C=C, max_iter=5000).fit((blobs.x - mean) / scale, gain > 0,
+                                                     sample_weight=np.abs(gain) + 1)
+    return BlobFilter(mean=mean.tolist(), scale=scale.tolist(), coef=reg.coef_[0].tolist(),
+                      intercept=float(reg.intercept_[0]), fitted_on=fitted_on)
+
+
+def resample(blobs: Blobs, rng: np.random.Generator) -> Blobs:
+    """The blobs of len(photos) photos drawn with replacement from the set's photos."""
+    ids = np.unique(blobs.photo)
+    rows = np.concatenate([np.flatnonzero(blobs.photo == i) for i in rng.choice(ids, len(ids))])
+    return Blobs(blobs.x[rows], blobs.tp[rows], blobs.fp[rows], blobs.photo[rows], blobs.person_pixels)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,18 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", required=True, help="blob filter JSON to write")
     p.add_argument("--ref-iou", type=float, default=0.5, help="the pooled IoU a kept blob must beat (default 0.5)")
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the regression")
+    p.add_argument("--check-annotations", help="COCO annotation file of a set to score at blob level")
+    p.add_argument("--check-images", help="its image folder")
+    p.add_argument("--bootstrap", type=int, default=0, help="refits on resampled fitting photos, scored on the check set")
     a = p.parse_args(argv)
     if len(a.annotations) != len(a.images):
         p.error("one --images per --annotations")
-
-    from sklearn.linear_model import LogisticRegression
+    if bool(a.check_annotations) != bool(a.check_images) or (a.bootstrap and not a.check_annotations):
+        p.error("--check-annotations and --check-images go together (and --bootstrap needs them)")
 
     import dataclasses
 
     from segkit import zoo
     from segkit.evaluation.coco import load_coco
     from segkit.models import build_segmenter, detect_family
-    from segkit.models.blob_filter import BlobFilter
+    from segkit.models.blob_filter import FEATURES
     from segkit.models.tflite import CONFIRM_THRESHOLD
 
     family, path = detect_family(Path(a.model_path))
@@ -87,17 +138,26 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{a.model_path}: not a gated TFLite model (its zoo.yaml names no gate_file)")
     parts = [blob_examples(model, load_coco(ann), Path(im), CONFIRM_THRESHOLD)
              for ann, im in zip(a.annotations, a.images)]
-    x, tp, fp = (np.concatenate(v) for v in zip(*parts))
-    gain = tp - a.ref_iou * fp
-    mean, scale = x.mean(0), x.std(0) + 1e-9
-    reg = LogisticRegression(C=a.C, max_iter=5000).fit((x - mean) / scale, gain > 0, sample_weight=np.abs(gain) + 1)
-    bf = BlobFilter(mean=mean.tolist(), scale=scale.tolist(), coef=reg.coef_[0].tolist(),
-                    intercept=float(reg.intercept_[0]),
-                    fitted_on=f"{len(x)} blobs of {' + '.join(a.annotations)}; ref IoU {a.ref_iou}")
+    blobs = Blobs(*(np.concatenate([getattr(b, k) for b in parts]) for k in ("x", "tp", "fp", "photo")),
+                  sum(b.person_pixels for b in parts))
+    bf = fit(blobs, a.ref_iou, a.C, f"{len(blobs.x)} blobs of {' + '.join(a.annotations)}; ref IoU {a.ref_iou}")
     bf.save(a.output)
-    keep = bf.keep(x)
-    print(f"{a.output}: {len(x)} blobs, {int(keep.sum())} kept on the fitting set; person pixels kept "
-          f"{tp[keep].sum() / tp.sum():.1%}, other pixels kept {fp[keep].sum() / fp.sum():.1%}")
+    keep = bf.keep(blobs.x)
+    print(f"{a.output}: {len(blobs.x)} blobs, {int(keep.sum())} kept on the fitting set; person pixels kept "
+          f"{blobs.tp[keep].sum() / blobs.tp.sum():.1%}, other pixels kept {blobs.fp[keep].sum() / blobs.fp.sum():.1%}")
+
+    if a.check_annotations:
+        check = blob_examples(model, load_coco(a.check_annotations), Path(a.check_images), CONFIRM_THRESHOLD)
+        touched = check.x[:, FEATURES.index("gate_max")] >= CONFIRM_THRESHOLD
+        print(f"check set {a.check_annotations}: pooled person IoU over all its photos, at blob level: "
+              f"every blob {check.pooled_iou(np.ones(len(check.x), bool)):.3f}, "
+              f"blobs the gate touches {check.pooled_iou(touched):.3f}, this filter {check.pooled_iou(bf.keep(check.x)):.3f}")
+        if a.bootstrap:
+            rng = np.random.default_rng(0)
+            got = np.array([check.pooled_iou(fit(resample(blobs, rng), a.ref_iou, a.C).keep(check.x))
+                            for _ in range(a.bootstrap)])
+            print(f"{a.bootstrap} refits on resampled fitting photos: {got.min():.3f}-{got.max():.3f} "
+                  f"(median {np.median(got):.3f}; {int((got >= 0.5).sum())} of {a.bootstrap} >= 0.50)")
     return 0
 
 

@@ -33,7 +33,8 @@ run E_small_320      --small-weight 3 --image-size 320 --epochs 3
 # coco_extra training split, photos the main network never trained on
 "$py" scripts/fit_blob_filter.py --model-path model_zoo/person_selfie_coco \
     --annotations "$work/coco_extra/train.json" --images "$data/coco_extra/images" \
-    --output "$work/blob_filter.json"
+    --output "$work/blob_filter.json" --bootstrap 20 \
+    --check-annotations "$data/coco/annotations/instances_val2017.json" --check-images "$data/coco/val2017"
 # the gate-size rows: the gate re-exported at another size (then a model folder with zoo.yaml
 # naming it as gate_file), e.g.  "$py" scripts/export_at_size.py model_zoo/person_selfie_coco/gate.tflite 288 "$work/gate_288"
 # score any export with the three figures:

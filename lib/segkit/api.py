@@ -56,8 +56,7 @@ class Model:
 
         specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
         items = expand_inputs([str(s) for s in specs], recursive=True)
-        with ImageFiles(items, workers=workers, lookahead=max(4 * workers, 2 * self.segmenter.max_batch),
-                        prepare=self.segmenter.prepare) as source:
+        with ImageFiles(items, workers=workers, prepare=self.segmenter.prepare) as source:
             return flow.run(source, self.segmenter, sinks, result_filter=self.filter,
                             policy=flow.Policy.files(workers))
 

@@ -17,8 +17,9 @@ What differs between sources is a *policy*, not another loop:
 The model runs on the calling thread in batches of ``segmenter.max_batch``; decoding and writing
 overlap with it on other threads, through bounded queues, so memory stays flat however many frames
 go through. Work a model can do on one image alone (``Segmenter.prepare``: the small TFLite
-networks) is done by a folder's decode threads and travels with the frame (``Frame.prepared``). Every frame segmented before an error or Ctrl+C still reaches the sinks, and every
-sink is closed on every way out.
+networks) is done by a folder's decode threads and travels with the frame (``Frame.prepared``).
+Every frame segmented before an error or Ctrl+C still reaches the sinks, and every sink is closed
+on every way out.
 """
 from __future__ import annotations
 

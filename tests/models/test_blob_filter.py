@@ -1,5 +1,6 @@
 """segkit.models.blob_filter: each blob's features, the fitted keep rule, and its fitting script."""
 import json
+import re
 import subprocess
 import sys
 
@@ -69,7 +70,7 @@ def test_filter_files_round_trip_and_bad_ones_name_the_file(tmp_path):
     data = json.loads(path.read_text())
     data["features"] = data["features"][:-1]
     path.write_text(json.dumps(data))
-    with pytest.raises(SegkitError, match="not this segkit's"):
+    with pytest.raises(SegkitError, match="blob_filter.json: blob filter made for another segkit: features"):
         BlobFilter.load(path)
     path.write_text("{")
     with pytest.raises(SegkitError, match="blob_filter.json: not a blob filter"):
@@ -95,10 +96,16 @@ def test_fit_script_learns_a_filter_the_model_then_uses(tmp_path, repo):
     zoo_yaml.write_text(zoo_yaml.read_text().replace("file: person_selfie_coco/model.tflite", "file: model.tflite"))
     out = subprocess.run([sys.executable, str(repo / "scripts" / "fit_blob_filter.py"), "--model-path", str(model),
                           "--annotations", str(tmp_path / "small.json"),
-                          "--images", str(shared_path("coco_extra", "images")), "-o", str(model / "blob_filter.json")],
+                          "--images", str(shared_path("coco_extra", "images")), "-o", str(model / "blob_filter.json"),
+                          "--check-annotations", str(tmp_path / "small.json"),
+                          "--check-images", str(shared_path("coco_extra", "images")), "--bootstrap", "3"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "blobs" in out.stdout and "person pixels kept" in out.stdout
+    # the check set's pooled IoU, every blob / gate-touched / filtered, and 3 refits' spread
+    check = re.search(r"every blob ([\d.]+), blobs the gate touches ([\d.]+), this filter ([\d.]+)", out.stdout)
+    assert check and all(0 < float(v) <= 1 for v in check.groups()), out.stdout
+    assert re.search(r"3 refits on resampled fitting photos: [\d.]+-[\d.]+ \(median [\d.]+; \d of 3", out.stdout)
     fitted = BlobFilter.load(model / "blob_filter.json")
     assert "small.json" in fitted.fitted_on and np.isfinite(fitted.coef).all()
 

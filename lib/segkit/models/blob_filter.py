@@ -76,8 +76,7 @@ class BlobFilter:
     def __post_init__(self):
         self.features = tuple(self.features)
         if self.features != FEATURES or not (len(self.mean) == len(self.scale) == len(self.coef) == len(FEATURES)):
-            raise SegkitError(f"blob filter: features {list(self.features)} are not this segkit's "
-                              f"{list(FEATURES)}")
+            raise SegkitError(f"features {list(self.features)} are not this segkit's {list(FEATURES)}")
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
@@ -92,6 +91,8 @@ class BlobFilter:
             return cls(**json.loads(Path(path).read_text()))
         except (OSError, ValueError, TypeError) as e:
             raise SegkitError(f"{path}: not a blob filter ({e})") from None
+        except SegkitError as e:
+            raise SegkitError(f"{path}: blob filter made for another segkit: {e}") from None
 
     def save(self, path: str | Path) -> None:
         from segkit.io.atomic import atomic_write_bytes
