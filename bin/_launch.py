@@ -38,6 +38,6 @@ def launch(command: str) -> None:
               f"(python3 -m venv .venv && .venv/bin/pip install -e .) or run with .venv/bin/python",
               file=sys.stderr)
         sys.exit(1)
-    from segkit.commands import run
+    from segkit.commands import exit_after, run
 
-    sys.exit(run(command))
+    exit_after(run(command))

@@ -44,7 +44,7 @@ def test_wheel_carries_command_models_and_registry(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         entry = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert "segkit = segkit.commands:main" in entry
+    assert "segkit = segkit.commands:console" in entry
     for f in ["segkit/model_zoo/zoo.yaml", "segkit/model_zoo/person_selfie_coco/model.tflite",
               "segkit/model_zoo/person_selfie_coco/zoo.yaml", "segkit/model_zoo/person_selfie_coco/NOTICE.md",
               "segkit/model_zoo/selfie_segmentation/selfie_segmentation.tflite",

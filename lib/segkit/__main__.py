@@ -1,6 +1,4 @@
 """python -m segkit COMMAND ... (the same as the installed `segkit` command)."""
-import sys
+from segkit.commands import console
 
-from segkit.commands import main
-
-sys.exit(main())
+console()

@@ -80,3 +80,19 @@ def test_framework_log_lines_only_with_verbose(tmp_path):
     assert not tf_line.search(stderr + stdout), stderr
     stdout, stderr, rc = out["verbose"]
     assert rc == 0 and tf_line.search(stderr), stderr  # the lines exist, so their absence above means something
+
+
+def test_ctrl_c_while_python_shuts_down_after_the_work_is_done_prints_no_traceback(repo):
+    """A run that has finished keeps its exit code when Ctrl+C lands during interpreter
+    shutdown (CI saw "Exception ignored ... KeyboardInterrupt" after a 2-image folder run)."""
+    code = """
+import atexit, os, signal, sys, time
+sys.argv = ["segkit", "--version"]
+atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.2)))  # Ctrl+C at exit
+from segkit.commands import console
+console()
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                       env={**os.environ, "PYTHONPATH": str(repo / "lib")})
+    assert r.returncode == 0 and "segkit" in r.stdout, r
+    assert "Traceback" not in r.stderr and "KeyboardInterrupt" not in r.stderr, r.stderr

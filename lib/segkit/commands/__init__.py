@@ -77,5 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     return run(name, rest)
 
 
+def exit_after(code: int):
+    """End a command-line process with ``code``. Its work is done and its outputs are written, so
+    a Ctrl+C that lands while Python shuts down (joining worker threads, atexit) is ignored:
+    otherwise Python prints an "Exception ignored ... KeyboardInterrupt" traceback after the
+    run's own summary line."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
+def console() -> None:
+    """The installed `segkit` command (and ``python -m segkit``)."""
+    exit_after(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
