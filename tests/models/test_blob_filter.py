@@ -102,9 +102,14 @@ def test_fit_script_learns_a_filter_the_model_then_uses(tmp_path, repo):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "blobs" in out.stdout and "person pixels kept" in out.stdout
-    # the check set's pooled IoU, every blob / gate-touched / filtered, and 3 refits' spread
-    check = re.search(r"every blob ([\d.]+), blobs the gate touches ([\d.]+), this filter ([\d.]+)", out.stdout)
-    assert check and all(0 < float(v) <= 1 for v in check.groups()), out.stdout
+    # the check set's pooled IoU and medium recall, every blob / gate-touched / filtered, and 3
+    # refits' spread
+    figures = r"([\d.]+) \(medium recall ([\d.]+)\)"
+    check = re.search(rf"every blob {figures}, blobs the gate touches {figures}, this filter {figures}", out.stdout)
+    assert check, out.stdout
+    iou_all, medium_all, iou_touched, medium_touched, _, _ = (float(v) for v in check.groups())
+    assert 0 < iou_all <= 1 and 0 < iou_touched <= 1
+    assert 0 <= medium_touched <= medium_all <= 1  # the gate keeps a subset of the blobs
     assert re.search(r"3 refits on resampled fitting photos: [\d.]+-[\d.]+ \(median [\d.]+; \d of 3", out.stdout)
     fitted = BlobFilter.load(model / "blob_filter.json")
     assert "small.json" in fitted.fitted_on and np.isfinite(fitted.coef).all()
@@ -112,3 +117,27 @@ def test_fit_script_learns_a_filter_the_model_then_uses(tmp_path, repo):
     from segkit.models import load_segmenter
     loaded = load_segmenter(None, str(model))
     assert loaded.blob_filter is not None and loaded.blob_filter.coef == fitted.coef
+
+
+def test_medium_weight_keeps_blobs_that_hold_medium_people(repo, monkeypatch):
+    """Blobs mostly made of background lose pooled IoU, so the plain fit drops them; when their
+    person pixels are medium people and ``medium_weight`` counts those pixels 10x, it keeps them."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fit_blob_filter", repo / "scripts" / "fit_blob_filter.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "fit_blob_filter", script)  # its dataclass looks itself up there
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    kinds = np.repeat([0, 1, 2], 40)  # a person, a blob around a medium person, background
+    x = rng.normal(size=(len(kinds), len(FEATURES))) * 0.1
+    x[:, 0] += kinds  # one feature tells the kinds apart
+    tp = np.choose(kinds, [100.0, 10.0, 0.0])
+    fp = np.choose(kinds, [10.0, 100.0, 100.0])
+    medium = np.choose(kinds, [0.0, 10.0, 0.0])
+    blobs = script.Blobs(x, tp, fp, medium, np.arange(len(kinds)), tp.sum(), medium.sum())
+    plain = script.fit(blobs, ref_iou=0.5, C=1.0).keep(x)
+    weighted = script.fit(blobs, ref_iou=0.5, C=1.0, medium_weight=10).keep(x)
+    assert plain[kinds == 0].all() and not plain[kinds == 1].any() and not plain[kinds == 2].any()
+    assert weighted[kinds == 0].all() and weighted[kinds == 1].all() and not weighted[kinds == 2].any()
+    assert blobs.medium_recall(weighted) == 1.0 and blobs.medium_recall(plain) == 0.0
