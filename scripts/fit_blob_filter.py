@@ -10,18 +10,17 @@ Every blob the main network finds in a photo becomes one example: its features
 (blob_filter.FEATURES) and whether keeping it raises pooled IoU, which holds when its person
 pixels outnumber ``--ref-iou`` times its other pixels (the set's IoU moves by tp - IoU * fp).
 Each example weighs what is at stake, |tp - IoU * fp| pixels (``--medium-weight W`` counts the
-pixels of medium people, COCO's 32²-96² instances, W more times: issue #15's recall figure, which
-pooled IoU barely sees). A logistic regression
-(scikit-learn, standardised features) is fitted to that and stored as JSON beside the model,
-which then keeps a blob when the fitted probability is >= 0.5. Fit on photos the main network
-never trained on, and keep the photos you report on out of it.
+pixels of medium people, COCO's 32²-96² instances, W more times: issue #15's recall figure,
+which pooled IoU barely sees). A logistic regression (scikit-learn, standardised features) is
+fitted to that and stored as JSON beside the model, which then keeps a blob when the fitted
+probability is >= 0.5. Fit on photos the main network never trained on, and keep the photos you
+report on out of it.
 
 ``--check-*`` scores a second set at blob level: pooled person IoU over all its images (the
 ground truth at the network's resolution, so within a few thousandths of bin/evaluate.py) and
 pixel recall of its medium people, with every blob kept, with the blobs the gate touches, and
-with this filter; ``--bootstrap N`` refits
-on N resamples of the fitting photos and prints the spread of that figure (how much the filter
-depends on which photos it saw).
+with this filter; ``--bootstrap N`` refits on N resamples of the fitting photos and prints the
+spread of that figure (how much the filter depends on which photos it saw).
 """
 from __future__ import annotations
 
