@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The fine-tuning recipes tried for issue #15 (README: "Person-free photos and small people"), each
-# starting from the committed model, picked on a coco_extra holdout (F: the committed recipe at
-# 320, from MediaPipe's weights, picked on val2017). None replaced the committed
+# starting from the committed model, picked on a coco_extra holdout (F and G, session 6, start
+# from MediaPipe's weights; F is picked on val2017). None replaced the committed
 # model: they lower false positives but lose IoU on the images with people. Run D became its gate,
 # and the last step fits the committed blob filter.
 #   scripts/person_recipes_issue15.sh            # ~15 min per run on 2 quiet CPU cores
