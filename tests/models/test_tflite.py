@@ -96,6 +96,39 @@ def test_keep_confirmed_drops_only_blobs_the_gate_does_not_touch():
     assert out[0, 0, 0] == 0 and probs[14, 14, 0] == pytest.approx(0.8)  # input untouched
 
 
+def test_gate_confirm_asks_the_gate_for_a_surer_pixel_on_each_blob():
+    from segkit.models.tflite import keep_confirmed
+
+    probs = np.zeros((20, 20, 1), np.float32)
+    probs[2:10, 2:10] = 0.9          # the gate reaches 0.8 on it
+    probs[14:18, 14:18] = 0.8        # the gate reaches only 0.6 on it
+    gate = np.zeros_like(probs)
+    gate[5, 5] = 0.8
+    gate[15, 15] = 0.6
+    assert keep_confirmed(probs, gate)[15, 15, 0] == pytest.approx(0.8)   # 0.6 >= 0.5: kept
+    out = keep_confirmed(probs, gate, confirm_threshold=0.7)
+    assert out[15, 15, 0] == 0 and out[5, 5, 0] == pytest.approx(0.9)    # only the sure one stays
+    assert np.array_equal(out[2:10, 2:10], probs[2:10, 2:10])            # kept whole
+
+
+def test_gate_confirm_comes_from_the_zoo_entry_and_bad_values_name_the_file(repo, tmp_path):
+    from segkit.errors import SegkitError
+
+    model = tmp_path / "gated"
+    model.mkdir()
+    for f in ("model.tflite", "gate.tflite"):
+        (model / f).write_bytes((repo / "model_zoo" / "person_selfie_coco" / f).read_bytes())
+    zoo = (repo / "model_zoo" / "person_selfie_coco" / "zoo.yaml").read_text()
+    zoo = zoo.replace("file: person_selfie_coco/model.tflite", "file: model.tflite")
+    zoo = "\n".join(line for line in zoo.splitlines() if "blob_filter_file" not in line)
+    (model / "zoo.yaml").write_text(zoo + "\n    gate_confirm: 0.7\n")
+    loaded = load_segmenter(None, str(model))
+    assert loaded.gate is not None and loaded.blob_filter is None and loaded.gate_confirm == 0.7
+    (model / "zoo.yaml").write_text(zoo + "\n    gate_confirm: 1.5\n")
+    with pytest.raises(SegkitError, match=r"model\.tflite.*gate_confirm 1\.5"):
+        load_segmenter(None, str(model))
+
+
 def test_a_batch_gates_only_where_the_main_network_found_a_blob_with_the_same_result(repo):
     """Folders hand the gated default model batches: the gate runs only on images where the main
     network found something, and every result is what the one-frame path (both nets) gives."""

@@ -126,6 +126,7 @@ def _tflite(path: Path, name: str, spec, progress: bool) -> Segmenter:
         from segkit.models.blob_filter import BlobFilter
         blob_filter = BlobFilter.load(Path(path).parent / spec.extra["blob_filter_file"])
     return TFLiteSegmenter(path, name, classes=classes, label_names=own, gate=gate, blob_filter=blob_filter,
+                           gate_confirm=spec.extra.get("gate_confirm") if spec is not None else None,
                            normalize=(spec.normalize if spec is not None and spec.normalize else "unit"),
                            resize=spec.extra.get("resize", "area") if spec is not None else "area",
                            output_pool=int(spec.extra.get("output_pool", 1)) if spec is not None else 1)

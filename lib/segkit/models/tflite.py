@@ -75,10 +75,14 @@ class TFLiteSegmenter(Segmenter):
     def __init__(self, path, name: str = "", classes: Sequence[int] = (1,), normalize: str = "unit",
                  num_threads: int | None = None, resize: str = "area", output_pool: int = 1,
                  gate: "TFLiteSegmenter | None" = None, label_names: dict[int, str] | None = None,
-                 blob_filter: "BlobFilter | None" = None):
+                 blob_filter: "BlobFilter | None" = None, gate_confirm: float | None = None):
         super().__init__(name)
         self.gate = gate
         self.blob_filter = blob_filter  # with a gate: which blobs to keep (else keep_confirmed)
+        # keep_confirmed: the gate probability a blob must reach somewhere to be kept
+        self.gate_confirm = CONFIRM_THRESHOLD if gate_confirm is None else float(gate_confirm)
+        if not 0.0 < self.gate_confirm < 1.0:
+            raise SegkitError(f"{path}: gate_confirm {gate_confirm}: a probability between 0 and 1")
         self._local = threading.local()  # prepare's interpreters, one set per decode thread
         # what a copy of this network needs (an interpreter is used by one thread at a time)
         self._args = dict(name=name, classes=classes, normalize=normalize, resize=resize,
@@ -167,7 +171,7 @@ class TFLiteSegmenter(Segmenter):
             if gate is not None:
                 confirm = gate_like(gate if isinstance(gate, np.ndarray) else gate.result(), p)
                 p = (keep_scored(p, confirm, self.blob_filter) if self.blob_filter is not None
-                     else keep_confirmed(p, confirm))
+                     else keep_confirmed(p, confirm, confirm_threshold=self.gate_confirm))
             results.append(self.upsample(p, image.shape[0], image.shape[1]))
         return results
 
@@ -244,9 +248,11 @@ def gate_like(gate: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return cv2.resize(gate, (probs.shape[1], probs.shape[0]), interpolation=cv2.INTER_LINEAR).reshape(probs.shape)
 
 
-def keep_confirmed(probs: np.ndarray, confirm: np.ndarray, threshold: float = CONFIRM_THRESHOLD) -> np.ndarray:
-    """``probs`` [H,W,C] with every blob (8-connected, probability >= ``threshold``) that the
-    ``confirm`` model's mask does not touch at all set to 0.
+def keep_confirmed(probs: np.ndarray, confirm: np.ndarray, threshold: float = CONFIRM_THRESHOLD,
+                   confirm_threshold: float | None = None) -> np.ndarray:
+    """``probs`` [H,W,C] with every blob (8-connected, probability >= ``threshold``) set to 0
+    where the ``confirm`` model's probability stays below ``confirm_threshold`` (default:
+    ``threshold``; the zoo key ``gate_confirm``) on all of the blob's pixels.
 
     Why (issue #15): the bundled person model outlines people well but also paints person-free
     scenes (9 % of their pixels); a second network fine-tuned with person-free photos finds far
@@ -258,7 +264,8 @@ def keep_confirmed(probs: np.ndarray, confirm: np.ndarray, threshold: float = CO
         n, labels = cv2.connectedComponents(mask, connectivity=8)
         if n <= 1:
             continue
-        hit = np.bincount(labels.ravel(), weights=(confirm[..., c] >= threshold).ravel(), minlength=n)
+        sure = confirm[..., c] >= (threshold if confirm_threshold is None else confirm_threshold)
+        hit = np.bincount(labels.ravel(), weights=sure.ravel(), minlength=n)
         drop = hit == 0
         drop[0] = False
         if drop.any():
