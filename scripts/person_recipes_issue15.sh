@@ -71,3 +71,4 @@ nice -n 10 "$py" bin/train_person_unet.py "${coco_twice[@]}" --folder "$data/per
 # the session-6 filter rows: main network at 320 and gate at 256 (both re-exported with
 # scripts/export_at_size.py into one folder, zoo.yaml as the committed one's with input_size 320),
 # a filter fitted as above plus --medium-weight 0 / 10
+# and the gate_confirm rows: that folder without blob_filter_file, with gate_confirm: 0.6 / 0.7 / 0.8
