@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The fine-tuning recipes tried for issue #15 (README: "Person-free photos and small people"), each
 # starting from the committed model, picked on a coco_extra holdout (F and G, session 6, start
-# from MediaPipe's weights; F is picked on val2017). None replaced the committed
-# model: they lower false positives but lose IoU on the images with people. Run D became its gate,
-# and the last step fits the committed blob filter.
+# from MediaPipe's weights; F is picked on val2017). None replaced the main network: they lower
+# false positives but lose IoU on the images with people. Run D was its gate in sessions 4-5 (with
+# the blob filter the last step fits, in session 5); G's recipe, four seeds averaged, is the gate
+# since session 6 (scripts/train_person_model.sh).
 #   scripts/person_recipes_issue15.sh            # ~15 min per run on 2 quiet CPU cores
 # Kill-safe: run it again and each run resumes (--resume).
 set -euo pipefail
@@ -57,8 +58,9 @@ nice -n 10 "$py" bin/train_person_unet.py "${coco_twice[@]}" --folder "$data/per
     --val-coco-ann "$work/coco_extra/holdout.json" --val-coco-images "$data/coco_extra/images" \
     --encoder selfie --batch-size 8 --quiet --image-size 320 --lr 3e-4 --epochs 12 --ema 0.99 \
     --run-dir "$work/G_gate_neg" --output "$work/G_gate_neg/export" "${resume[@]}"
-# the committed blob filter (model_zoo/person_selfie_coco/blob_filter.json): fitted on the same
-# coco_extra training split, photos the main network never trained on
+# session 5's blob filter (then model_zoo/person_selfie_coco/blob_filter.json): fitted on the same
+# coco_extra training split, photos the main network never trained on (run today, it fits one for
+# the networks bundled now)
 "$py" scripts/fit_blob_filter.py --model-path model_zoo/person_selfie_coco \
     --annotations "$work/coco_extra/train.json" --images "$data/coco_extra/images" \
     --output "$work/blob_filter.json" --bootstrap 20 \

@@ -193,18 +193,18 @@ def test_evaluate_script_reports_the_three_figures_on_coco_val(tmp_path, coco_va
 
 def test_shipped_person_model_holds_its_three_figures_on_coco_val(gt, coco_val):
     """The committed default at its measured figures (bin/evaluate.py, COCO val2017, 128 images,
-    original size, threshold 0.5): (1) 0.564, (2) 0.611, false positives 1.2 %, 32²-96² recall
-    0.379 — against 0.374 / 0.618 / 9.3 % / 0.453 before issue #15 and 0.436 / 0.621 / 5.9 % /
-    0.420 with the gate alone. Its targets (0.50, 0.62, 3 %, 0.60) are NOT all reached: (1) and
-    false positives are, (2) and medium recall are not; see the README's recipes table."""
+    original size, threshold 0.5): (1) 0.521, (2) 0.624, false positives 2.75 %, 32²-96² recall
+    0.495 — against 0.374 / 0.618 / 9.3 % / 0.453 before issue #15. Three of its four targets
+    (0.50, 0.62, 3 %) are held here; the fourth (medium recall 0.60) is NOT reached; see the
+    README's recipes table."""
     from segkit.models import load_segmenter
 
     shipped = load_segmenter("person_selfie_coco", download=False)
-    assert shipped.gate is not None and shipped.blob_filter is not None  # the blob-judging second network
+    assert shipped.gate is not None and shipped.in_h == 320  # the confirming second network
     figures = PersonFigures(gt, (1,))
     semantic_coco(shipped, gt, coco_val[1], sorted(gt.getImgIds()), (1,), 0.5, figures=figures)
     f = figures.scores()["person"]
-    assert f["iou_all"] >= 0.555 and f["iou_with_class"] >= 0.605, f
-    assert f["fp_share_without_class"] <= 0.015, f
-    assert f["recall_by_size"]["medium"]["recall"] >= 0.37, f
+    assert f["iou_all"] >= 0.50 and f["iou_with_class"] >= 0.62, f
+    assert f["fp_share_without_class"] <= 0.03, f
+    assert f["recall_by_size"]["medium"]["recall"] >= 0.48, f
     assert f["recall_by_size"]["large"]["recall"] >= 0.80, f

@@ -80,7 +80,7 @@ def test_filter_files_round_trip_and_bad_ones_name_the_file(tmp_path):
 @pytest.mark.shared
 def test_fit_script_learns_a_filter_the_model_then_uses(tmp_path, repo):
     """scripts/fit_blob_filter.py on 12 real photos (coco_extra: people, and photos without)
-    writes a filter that a copy of the bundled model loads and applies."""
+    writes a filter that a copy of the bundled model loads once its zoo.yaml names it."""
     ann = json.loads(shared_path("coco_extra", "annotations", "instances.json").read_text())
     person = {a["image_id"] for a in ann["annotations"] if a["category_id"] == 1}
     ids = [i["id"] for i in ann["images"] if i["id"] in person][:8] + \
@@ -115,6 +115,8 @@ def test_fit_script_learns_a_filter_the_model_then_uses(tmp_path, repo):
     assert "small.json" in fitted.fitted_on and np.isfinite(fitted.coef).all()
 
     from segkit.models import load_segmenter
+    assert load_segmenter(None, str(model)).blob_filter is None  # the bundled model names none
+    zoo_yaml.write_text(zoo_yaml.read_text() + "    blob_filter_file: blob_filter.json\n")
     loaded = load_segmenter(None, str(model))
     assert loaded.blob_filter is not None and loaded.blob_filter.coef == fitted.coef
 

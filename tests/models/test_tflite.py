@@ -50,7 +50,7 @@ def test_resize_mode_follows_the_zoo_entry(repo):
     as_trained = shipped.preprocess(img)
     shipped.resize = "area"
     averaged = shipped.preprocess(img)
-    assert as_trained.shape == averaged.shape == (1, 256, 256, 3)
+    assert as_trained.shape == averaged.shape == (1, 320, 320, 3)
     assert np.abs(as_trained - averaged).max() > 0.05
 
 
