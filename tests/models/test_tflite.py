@@ -124,9 +124,10 @@ def test_gate_confirm_comes_from_the_zoo_entry_and_bad_values_name_the_file(repo
     (model / "zoo.yaml").write_text(zoo + "\n    gate_confirm: 0.7\n")
     loaded = load_segmenter(None, str(model))
     assert loaded.gate is not None and loaded.blob_filter is None and loaded.gate_confirm == 0.7
-    (model / "zoo.yaml").write_text(zoo + "\n    gate_confirm: 1.5\n")
-    with pytest.raises(SegkitError, match=r"model\.tflite.*gate_confirm 1\.5"):
-        load_segmenter(None, str(model))
+    for bad in ("1.5", "high"):
+        (model / "zoo.yaml").write_text(zoo + f"\n    gate_confirm: {bad}\n")
+        with pytest.raises(SegkitError, match=rf"model\.tflite.*gate_confirm {bad}"):
+            load_segmenter(None, str(model))
 
 
 def test_a_batch_gates_only_where_the_main_network_found_a_blob_with_the_same_result(repo):

@@ -80,7 +80,10 @@ class TFLiteSegmenter(Segmenter):
         self.gate = gate
         self.blob_filter = blob_filter  # with a gate: which blobs to keep (else keep_confirmed)
         # keep_confirmed: the gate probability a blob must reach somewhere to be kept
-        self.gate_confirm = CONFIRM_THRESHOLD if gate_confirm is None else float(gate_confirm)
+        try:
+            self.gate_confirm = CONFIRM_THRESHOLD if gate_confirm is None else float(gate_confirm)
+        except (TypeError, ValueError):
+            self.gate_confirm = float("nan")
         if not 0.0 < self.gate_confirm < 1.0:
             raise SegkitError(f"{path}: gate_confirm {gate_confirm}: a probability between 0 and 1")
         self._local = threading.local()  # prepare's interpreters, one set per decode thread
