@@ -18,46 +18,36 @@ extra=(--coco-ann "$work/coco_extra/train.json" --coco-images "$data/coco_extra/
 common=(--encoder selfie --encoder-weights model_zoo/person_selfie_coco/model.tflite
         --coco-root "$data/coco" --coco-root "$data/coco" --folder "$data/person"
         --lr 1e-4 --ema 0.99 --batch-size 8 --patience 20 --no-tflite --quiet "${extra[@]}")
-run() {  # NAME ARGS...
+run() {  # NAME ARGS...: one training run in $work/NAME, resumed if a killed one is there
     local name=$1 resume=()
     shift
     [[ -f "$work/$name/state.json" ]] && resume=(--resume)
-    nice -n 10 "$py" bin/train_person_unet.py "${common[@]}" "$@" --run-dir "$work/$name" \
+    nice -n 10 "$py" bin/train_person_unet.py "$@" --run-dir "$work/$name" \
         --output "$work/$name/export" "${resume[@]}"
 }
-run C_neg_small      --include-negatives --small-weight 3 --image-size 256 --epochs 3
-run B_neg_small_hnm  --include-negatives --small-weight 3 --hard-negatives 0.02 --image-size 256 --epochs 3
-run D_neg_small_320  --include-negatives --small-weight 3 --image-size 320 --epochs 5
-run E_small_320      --small-weight 3 --image-size 320 --epochs 3
+run C_neg_small      "${common[@]}" --include-negatives --small-weight 3 --image-size 256 --epochs 3
+run B_neg_small_hnm  "${common[@]}" --include-negatives --small-weight 3 --hard-negatives 0.02 --image-size 256 --epochs 3
+run D_neg_small_320  "${common[@]}" --include-negatives --small-weight 3 --image-size 320 --epochs 5
+run E_small_320      "${common[@]}" --small-weight 3 --image-size 320 --epochs 3
 "$py" bin/soup_models.py "$work/D_neg_small_320" "$work/E_small_320" --image-size 320 \
     --output "$work/soup_D_E_320"
 # F (session 6): the committed model's own recipe (scripts/train_person_model.sh: MediaPipe's
 # weights, COCO train2017 twice + shared/person, picked on val2017) with every run at 320
 f=(--folder "$data/person" --val-coco-root "$data/coco" --encoder selfie --batch-size 8 --quiet --no-tflite
    --image-size 320)
-run_f() {  # NAME ARGS...
-    local name=$1 resume=()
-    shift
-    [[ -f "$work/F_320/$name/state.json" ]] && resume=(--resume)
-    nice -n 10 "$py" bin/train_person_unet.py "${f[@]}" "$@" --run-dir "$work/F_320/$name" \
-        --output "$work/F_320/$name/export" "${resume[@]}"
-}
 coco_twice=(--coco-root "$data/coco" --coco-root "$data/coco")
-run_f lr3e-4      "${coco_twice[@]}" --lr 3e-4 --epochs 15
-run_f lr3e-4_ema  "${coco_twice[@]}" --lr 3e-4 --epochs 12 --ema 0.99
-run_f 320px_ema   "${coco_twice[@]}" --lr 3e-4 --epochs 12 --ema 0.99 --seed 1
-run_f lr1e-4_ema  "${coco_twice[@]}" --lr 1e-4 --epochs 20 --ema 0.99
-run_f coco_once   --coco-root "$data/coco" --lr 3e-4 --epochs 12
+run F_320/lr3e-4      "${f[@]}" "${coco_twice[@]}" --lr 3e-4 --epochs 15
+run F_320/lr3e-4_ema  "${f[@]}" "${coco_twice[@]}" --lr 3e-4 --epochs 12 --ema 0.99
+run F_320/320px_ema   "${f[@]}" "${coco_twice[@]}" --lr 3e-4 --epochs 12 --ema 0.99 --seed 1
+run F_320/lr1e-4_ema  "${f[@]}" "${coco_twice[@]}" --lr 1e-4 --epochs 20 --ema 0.99
+run F_320/coco_once   "${f[@]}" --coco-root "$data/coco" --lr 3e-4 --epochs 12
 "$py" bin/soup_models.py "$work"/F_320/{lr3e-4,lr3e-4_ema,320px_ema,lr1e-4_ema,coco_once} --image-size 320 \
     --output "$work/F_320/soup"
 # G (session 6): a gate from MediaPipe's weights that never sees coco_extra's training split (the
 # filter's fitting photos), with COCO train2017's person-free photos, picked on the holdout
-resume=()
-[[ -f "$work/G_gate_neg/state.json" ]] && resume=(--resume)
-nice -n 10 "$py" bin/train_person_unet.py "${coco_twice[@]}" --folder "$data/person" --include-negatives \
+run G_gate_neg "${coco_twice[@]}" --folder "$data/person" --include-negatives \
     --val-coco-ann "$work/coco_extra/holdout.json" --val-coco-images "$data/coco_extra/images" \
-    --encoder selfie --batch-size 8 --quiet --image-size 320 --lr 3e-4 --epochs 12 --ema 0.99 \
-    --run-dir "$work/G_gate_neg" --output "$work/G_gate_neg/export" "${resume[@]}"
+    --encoder selfie --batch-size 8 --quiet --image-size 320 --lr 3e-4 --epochs 12 --ema 0.99
 # session 5's blob filter (then model_zoo/person_selfie_coco/blob_filter.json): fitted on the same
 # coco_extra training split, photos the main network never trained on (run today, it fits one for
 # the networks bundled now)

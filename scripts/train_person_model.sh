@@ -20,22 +20,22 @@ coco_twice=(--coco-root "$data/coco" --coco-root "$data/coco")
 common=(--folder "$data/person" --val-coco-root "$data/coco" --encoder selfie --batch-size 8
         --quiet --no-tflite)
 
-run() {  # NAME ARGS...: one fine-tuning run, resumed if a killed one is there
+run() {  # NAME ARGS...: one fine-tuning run in $work/NAME, resumed if a killed one is there
     local name=$1
     shift
     local resume=()
     [[ -f "$work/$name/state.json" ]] && resume=(--resume)
-    "$py" bin/train_person_unet.py "${common[@]}" "$@" --run-dir "$work/$name" \
+    "$py" bin/train_person_unet.py "$@" --run-dir "$work/$name" \
         --output "$work/$name/export" "${resume[@]}"
 }
 
 # Ingredients differ in learning rate, weight averaging, input size and data mix: each run's best
 # epoch is a noisy pick on 61 validation images, their average is steadier than any of them.
-run lr3e-4        "${coco_twice[@]}" --image-size 256 --lr 3e-4 --epochs 15
-run lr3e-4_ema    "${coco_twice[@]}" --image-size 256 --lr 3e-4 --epochs 12 --ema 0.99
-run lr1e-4_ema    "${coco_twice[@]}" --image-size 256 --lr 1e-4 --epochs 20 --ema 0.99
-run 320px_ema     "${coco_twice[@]}" --image-size 320 --lr 3e-4 --epochs 12 --ema 0.99
-run coco_once     --coco-root "$data/coco" --image-size 256 --lr 3e-4 --epochs 12
+run lr3e-4        "${common[@]}" "${coco_twice[@]}" --image-size 256 --lr 3e-4 --epochs 15
+run lr3e-4_ema    "${common[@]}" "${coco_twice[@]}" --image-size 256 --lr 3e-4 --epochs 12 --ema 0.99
+run lr1e-4_ema    "${common[@]}" "${coco_twice[@]}" --image-size 256 --lr 1e-4 --epochs 20 --ema 0.99
+run 320px_ema     "${common[@]}" "${coco_twice[@]}" --image-size 320 --lr 3e-4 --epochs 12 --ema 0.99
+run coco_once     "${common[@]}" --coco-root "$data/coco" --image-size 256 --lr 3e-4 --epochs 12
 
 # exported at 320x320: the same weights find more of the people of 32²-96² pixels (issue #15)
 "$py" bin/soup_models.py "$work"/{lr3e-4,lr3e-4_ema,lr1e-4_ema,320px_ema,coco_once} \
@@ -47,12 +47,10 @@ run coco_once     --coco-root "$data/coco" --image-size 256 --lr 3e-4 --epochs 1
 # reported), averaged and exported at 256x256 (the two networks run side by side per frame).
 "$py" scripts/split_coco.py "$data/coco_extra/annotations/instances.json" "$work/coco_extra" --holdout 0.2
 for seed in 0 1 2 3; do
-    resume=()
-    [[ -f "$work/gate_s$seed/state.json" ]] && resume=(--resume)
-    "$py" bin/train_person_unet.py "${coco_twice[@]}" --folder "$data/person" --include-negatives \
+    run "gate_s$seed" "${coco_twice[@]}" --folder "$data/person" --include-negatives \
         --val-coco-ann "$work/coco_extra/holdout.json" --val-coco-images "$data/coco_extra/images" \
         --encoder selfie --batch-size 8 --quiet --no-tflite --image-size 320 --lr 3e-4 --epochs 12 \
-        --ema 0.99 --seed "$seed" --run-dir "$work/gate_s$seed" --output "$work/gate_s$seed/export" "${resume[@]}"
+        --ema 0.99 --seed "$seed"
 done
 "$py" bin/soup_models.py "$work"/gate_s{0,1,2,3} --image-size 256 --output "$work/gate"
 cp "$work/gate/model.tflite" "$out/gate.tflite"
