@@ -424,7 +424,7 @@ def _pipeline_error(e: Exception) -> SegkitError:
 def run_folder(args) -> tuple[flow.RunStats, str]:
     """segment_folder.py --runner beam: the local runner's checks, then one pipeline. Returns the
     run's stats and "<model>; beam <runner>" for the summary line."""
-    from segkit import cli
+    from segkit import options
     from segkit.folder_run import check_inputs, no_images, settings, warn_changed
 
     check_inputs(args.input, remote=_is_remote)
@@ -435,10 +435,10 @@ def run_folder(args) -> tuple[flow.RunStats, str]:
     check_output_dir(out_dir, [s for s in args.input if not _is_remote(s)], [])
     specs = [InputSpec(i, s, args.recursive) for i, s in enumerate(args.input)]
 
-    sinks, json_path = cli.build_outputs(args, out_dir)
+    sinks, json_path = options.build_outputs(args, out_dir)
     id_map = load_image_ids(args.coco_annotations) if args.coco_annotations else None
     handler = SegmenterModelHandler(args.model, args.model_path, download=not args.no_download,
-                                    result_filter=cli.build_filter(args))
+                                    result_filter=options.build_filter(args))
     model_name = _model_name(args)
     options = PipelineOptions(shlex.split(args.beam_options or ""))
     if not options.view_as(StandardOptions).runner:

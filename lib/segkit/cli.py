@@ -10,6 +10,10 @@ from typing import Callable
 from segkit.config import DEFAULTS
 from segkit.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,  # noqa: F401
                            EXIT_USAGE, SegkitError, UsageError, error)
+# What the options mean lives below the CLI (the server uses it too); commands reach it as cli.X.
+from segkit.options import (build_filter, build_outputs, classes_of_model,  # noqa: F401
+                            display_available, load_model, parse_class_filter, refuse_to_overwrite_inputs)
+from segkit import options as _options
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -85,7 +89,7 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
                    help="COCO class ids or names, comma-separated: '1,18' or 'person,dog'")
     g.add_argument("--threshold", type=_fraction, metavar="T",
                    help=f"minimum instance score / person probability, 0..1 (default {DEFAULTS['threshold']})")
-    g.add_argument("--max-instances", type=int, metavar="N",
+    g.add_argument("--max-instances", type=_count, metavar="N",
                    help=f"keep the N best instances per image (default {DEFAULTS['max_instances']})")
     g.add_argument("--min-area", type=_fraction, metavar="F",
                    help="drop mask blobs (semantic) or instances smaller than this fraction of the "
@@ -132,35 +136,6 @@ class _ListClasses(argparse.Action):
         parser.exit()
 
 
-def classes_of_model(model: str | None, model_path: str | None) -> tuple[str, dict[int, str] | None]:
-    """(name, {COCO id: name}) of the classes a model can produce, from its zoo entry or its file
-    type alone: no download, no TensorFlow. None when only loading the model would tell."""
-    from segkit import zoo
-    from segkit.labels import COCO_CATEGORIES
-    from segkit.labels import model_classes as channel_classes
-
-    if model_path:
-        p = Path(model_path)
-        spec = zoo.entry_beside(p) if p.exists() else None
-        if spec is None:
-            if p.suffix.lower() == ".tflite":
-                return p.name, {1: COCO_CATEGORIES[1]}  # what the loader assumes of a bare .tflite
-            if p.suffix.lower() in (".keras", ".h5"):
-                return p.name, None  # its names are in the file's own metadata
-            return p.name, dict(COCO_CATEGORIES)  # .pt, OD API and Model Garden: COCO instance models
-    else:
-        registry = zoo.load_registry()
-        spec = registry.get(model or registry.default)
-    if spec.classes:
-        # COCO names keep their COCO ids; a model trained with its own names brings its own table
-        ids, own = channel_classes(spec.classes)
-        table = own or COCO_CATEGORIES
-        return spec.name, {cid: table[cid] for cid in ids}
-    if spec.task == "instance" or spec.labels == "coco":
-        return spec.name, dict(COCO_CATEGORIES)
-    return spec.name, None
-
-
 def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
     g = p.add_argument_group("outputs")
     g.add_argument("-o", "--output", metavar="PATH",
@@ -183,19 +158,23 @@ def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
     g.add_argument("--ext", choices=("jpg", "png"),
                    help="overlay/cut-out format (default: as the input, JPEG at quality 95 for JPEG "
                         "photos, else PNG; transparent cut-outs and masks are always PNG)")
-    g.add_argument("--max-pixels", type=int, metavar="N",
+    g.add_argument("--max-pixels", type=_count, metavar="N",
                    help=f"refuse images larger than N pixels (decompression-bomb guard, default "
                         f"{DEFAULTS['max_pixels'] / 1e6:g}M)")
 
 
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
-    return v
+def _checked(check):
+    """argparse type from an options check: the same words as the API's and the server's errors."""
+    def parse(text: str):
+        try:
+            return check(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = check.__name__
+    return parse
+
+
+_fraction, _count = _checked(_options.fraction), _checked(_options.count)
 
 
 def _positive(kind: type, what: str):
@@ -212,97 +191,6 @@ def _positive(kind: type, what: str):
 
 
 positive_int, positive_float = _positive(int, "an integer"), _positive(float, "a number")
-
-
-def build_filter(args):
-    from segkit.flow import Filter
-
-    return Filter(parse_class_filter(args), args.threshold, args.max_instances, getattr(args, "min_area", None))
-
-
-def parse_class_filter(args, with_model: bool = True) -> set[int] | None:
-    """--classes as class ids, read against the chosen model's classes (its registry entry or the
-    entry beside it: no download, no TensorFlow, looked up once). A model trained with its own
-    names (pet, border) is read with those; a class the model can never produce is refused in one
-    line (an empty result would look like "nothing found" rather than "wrong model").
-    ``with_model=False``: no model is involved (evaluate --results), COCO names."""
-    from segkit.labels import COCO_CATEGORIES, class_name, parse_classes
-
-    if not getattr(args, "classes", None):
-        return None
-    name, known = (classes_of_model(getattr(args, "model", None), getattr(args, "model_path", None))
-                   if with_model else (None, None))
-    own = known if known and any(COCO_CATEGORIES.get(c) != n for c, n in known.items()) else None
-    try:
-        classes = parse_classes(args.classes, own)
-    except ValueError as e:
-        raise UsageError(f"--classes: {e}") from None
-    missing = sorted(classes - set(known)) if classes and known is not None else []
-    if missing:
-        have = ", ".join(known.values()) if len(known) <= 5 else f"{len(known)} COCO classes"
-        raise UsageError(f"--classes {', '.join(class_name(c) for c in missing)}: model {name} cannot "
-                         f"produce {'it' if len(missing) == 1 else 'them'} (it has: {have}); pick a "
-                         "model that has it, e.g. --model yolov5s_seg_coco (80 COCO classes)")
-    return classes
-
-
-def load_model(args, progress: bool = True):
-    from segkit.models import load_segmenter
-
-    return load_segmenter(args.model, args.model_path, download=not args.no_download, progress=progress)
-
-
-#: per-image file sinks beyond the picture: flag -> sink(args, out_dir). A new output format is
-#: one sink class in its own file, its flag in add_output_args and its line here.
-def _file_sinks():
-    from segkit.io.crops import Crops
-    from segkit.io.sinks import Masks, YoloTxt
-
-    return {"save_masks": lambda args, out: Masks(out),
-            "save_txt": lambda args, out: YoloTxt(out, with_conf=args.save_conf),
-            "save_crop": lambda args, out: Crops(out)}
-
-
-def build_outputs(args, out_dir: Path):
-    """(per-image file sinks, results JSON path or None) from the output flags every script shares."""
-    from segkit.io.sinks import Picture, Renderer
-    from segkit.io.sources import IMAGE_EXTS
-    from segkit.render import parse_background
-
-    if os.path.lexists(out_dir) and not out_dir.is_dir():
-        raise UsageError(f"{out_dir}: -o names an existing file, not a folder; give a folder "
-                         "(created if missing) or, for one input, an image file name")
-    if getattr(args, "save_conf", False) and not getattr(args, "save_txt", False):
-        raise UsageError("--save-conf adds scores to the --save-txt files: give --save-txt too")
-    background = parse_background(args.background) if args.background else None
-    sinks = [] if args.no_visual else [Picture(out_dir, Renderer(background, args.alpha), getattr(args, "ext", None))]
-    sinks += [make(args, out_dir) for flag, make in _file_sinks().items() if getattr(args, flag, False)]
-    json_path = None
-    if args.json:
-        j = Path(args.json)
-        json_path = out_dir / j if not j.is_absolute() and not j.parent.parts else j
-        if json_path.suffix.lower() in IMAGE_EXTS:
-            raise UsageError(f"{json_path}: a results file named like an image could overwrite an "
-                             "input; give it a .json name")
-    return sinks, json_path
-
-
-def refuse_to_overwrite_inputs(items, sinks, json_path) -> None:
-    """Never write over an input, whatever -o says: check every planned output path up front."""
-    from segkit.io.sources import Frame, real_path
-
-    inputs = {real_path(p) for p, _ in items if os.path.lexists(p)}  # a missing one is reported later
-    for p, name in items:
-        planned = [t for s in sinks for t in s.expected(Frame(None, name, p))]
-        for target in planned + ([json_path] if json_path else []):
-            if real_path(target) in inputs:
-                hint = " (or --ext png)" if target.suffix.lower() in (".jpg", ".jpeg") else ""
-                raise UsageError(f"{target}: output would overwrite an input file; choose another -o{hint}")
-
-
-def display_available() -> bool:
-    """A window can only open on an X11/Wayland display (never try otherwise: Qt/Tk abort)."""
-    return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

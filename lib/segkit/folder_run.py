@@ -7,7 +7,7 @@ import fnmatch
 import sys
 from pathlib import Path
 
-from segkit import cli
+from segkit import options
 from segkit.config import DEFAULTS
 from segkit.errors import UsageError, error
 from segkit.flow import Policy, RunStats, run
@@ -53,10 +53,10 @@ def segment_folder(args) -> tuple[RunStats, str]:
     items = unique_names(check_output_dir(out_dir, args.input, items))
     if not items:
         raise no_images(args)
-    sinks, json_path = cli.build_outputs(args, out_dir)
-    cli.refuse_to_overwrite_inputs(items, sinks, json_path)
+    sinks, json_path = options.build_outputs(args, out_dir)
+    options.refuse_to_overwrite_inputs(items, sinks, json_path)
     id_map = load_image_ids(args.coco_annotations) if args.coco_annotations else None
-    result_filter = cli.build_filter(args)
+    result_filter = options.build_filter(args)
 
     with output_folder(out_dir):
         results = CocoResults(json_path, ResultsCache(out_dir), items, id_map) if json_path else None
@@ -66,7 +66,7 @@ def segment_folder(args) -> tuple[RunStats, str]:
         failures = Failures(out_dir)
         stats, model = RunStats(skipped=len(plan.skipped)), ""
         if plan.todo:
-            segmenter = cli.load_model(args, progress=not args.quiet)
+            segmenter = options.load_model(args, progress=not args.quiet)
             model = segmenter.name
             warn_changed(settings_changed(out_dir, settings(args, model)), len(plan.skipped), out_dir,
                          args.overwrite)

@@ -12,8 +12,9 @@ import sys
 import time
 from contextlib import ExitStack
 
-from segkit import cli
-from segkit.errors import SegkitError, UsageError
+from segkit import options
+from segkit.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, SegkitError, UsageError
+from segkit.errors import error as report_error
 from segkit.flow import (EXIT_TERMINATED, STREAM, EverySeconds, Limits, RunStats, Terminated, run,
                          signals_deferred, sigterm_raises)
 from segkit.io.sinks import Renderer
@@ -25,7 +26,7 @@ def segment_stream(args) -> int:
     background = parse_background(args.background) if args.background else None
     if background is not None and background.has_alpha:
         raise UsageError("--background transparent: videos have no alpha channel; use a colour, blur or an image")
-    result_filter = cli.build_filter(args)
+    result_filter = options.build_filter(args)
     render = Renderer(background, args.alpha)
     say = (lambda *a, **k: None) if args.quiet else print
 
@@ -34,18 +35,18 @@ def segment_stream(args) -> int:
 
     if args.video_output:
         check_video_path(args.video_output)  # before the model loads and the camera opens
-    show = not args.no_show and cli.display_available()
+    show = not args.no_show and options.display_available()
     # Open the camera before loading the model: a missing camera fails in a fraction of a second.
     capture = open_capture(args.source)
     try:
         t0 = time.perf_counter()
-        segmenter = cli.load_model(args)
+        segmenter = options.load_model(args)
         load_s = time.perf_counter() - t0
     except BaseException:
         capture.release()
         raise
 
-    stats, source, video, status, error = RunStats(), None, None, cli.EXIT_OK, ""
+    stats, source, video, status, error = RunStats(), None, None, EXIT_OK, ""
     stack = ExitStack()  # camera, model, source, video, window: released in reverse on any way out
     stack.callback(capture.release)
     stack.callback(segmenter.close)
@@ -76,7 +77,7 @@ def segment_stream(args) -> int:
             with signals_deferred():  # a second Ctrl+C must not cut the video file in half
                 stack.close()
     except KeyboardInterrupt:
-        status, error = cli.EXIT_INTERRUPTED, "interrupted (Ctrl+C)"
+        status, error = EXIT_INTERRUPTED, "interrupted (Ctrl+C)"
     except Terminated:
         status, error = EXIT_TERMINATED, "terminated (SIGTERM)"
     except SegkitError as e:
@@ -90,8 +91,8 @@ def segment_stream(args) -> int:
               file=sys.stderr if args.quiet else sys.stdout, flush=True)
     if video is not None and video.writer.error is not None:
         # never exit 0 with a file that does not play: nothing is left at the final path
-        cli.error(f"{video.path}: writing video failed, nothing written ({video.writer.error})")
-        status = status or cli.EXIT_FAILED
+        report_error(f"{video.path}: writing video failed, nothing written ({video.writer.error})")
+        status = status or EXIT_FAILED
     return status
 
 
@@ -116,7 +117,7 @@ def _open_window(stack: ExitStack, source, say):
 def _destination(window, video, args) -> str:
     if window is not None:
         return "window (q or Esc quits)" + (f" + {video.path}" if video else "")
-    why = "--no-show" if args.no_show else ("no display (DISPLAY is not set)" if not cli.display_available()
+    why = "--no-show" if args.no_show else ("no display (DISPLAY is not set)" if not options.display_available()
                                             else "window failed")
     return f"headless, {why}" + (f", writing {video.path}" if video else "; nothing is saved without --output")
 

@@ -170,9 +170,9 @@ def test_signal_mid_run_still_finalises_a_playable_video(long_clip, tmp_path, si
 def test_model_exception_mid_stream_finalises_the_file(clip, tmp_path, monkeypatch, capsys):
     """The 5th forward pass raises: exit 1 with one line naming the frame, 4 frames in the video."""
     mod = _load_script()
-    from segkit import cli
+    from segkit import cli, options
 
-    real_load = cli.load_model
+    real_load = options.load_model
 
     def failing_model(args, progress=True):
         seg = real_load(args, progress)
@@ -187,7 +187,7 @@ def test_model_exception_mid_stream_finalises_the_file(clip, tmp_path, monkeypat
         seg.segment = segment
         return seg
 
-    monkeypatch.setattr(cli, "load_model", failing_model)
+    monkeypatch.setattr(options, "load_model", failing_model)
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     out = tmp_path / "partial.mp4"
