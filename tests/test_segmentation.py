@@ -102,3 +102,13 @@ def test_min_area_drops_specks_not_people():
     inst = Segmentation(100, 100, masks=masks, boxes=np.zeros((2, 4), np.float32),
                         class_ids=np.array([1, 1], np.int32), scores=np.array([0.9, 0.95], np.float32))
     assert len(inst.filter(min_area=0.001)) == 1 and len(inst.filter()) == 2
+
+
+def test_filter_keeps_track_ids_aligned_with_their_instances():
+    masks = np.zeros((3, 4, 4), bool)
+    seg = Segmentation(4, 4, masks=masks, boxes=np.zeros((3, 4), np.float32),
+                       class_ids=np.array([1, 3, 1], np.int32), scores=np.array([0.2, 0.9, 0.6], np.float32),
+                       track_ids=np.array([7, 8, 9]))
+    kept = seg.filter(classes={1}, threshold=0.5)
+    assert kept.track_ids.tolist() == [9]
+    assert seg.filter().track_ids.tolist() == [8, 9, 7]  # best score first, ids follow

@@ -30,6 +30,9 @@ class Segmentation:
     label_names: dict[int, str] = field(default_factory=lambda: COCO_CATEGORIES)
     # semantic probability above which a pixel belongs to a class (--threshold's default)
     mask_threshold: float = DEFAULTS["threshold"]
+    # Tracking (--track): int64 [N], one identity per instance, the same object keeps its id
+    # across a video's frames; None when the result was not tracked.
+    track_ids: np.ndarray | None = None
 
     def __post_init__(self):
         if self.masks.size == 0 and self.masks.shape[1:] != (self.height, self.width):
@@ -77,7 +80,8 @@ class Segmentation:
         if max_instances is not None:
             idx = idx[:max_instances]
         return replace(self, masks=self.masks[idx], boxes=self.boxes[idx],
-                       class_ids=self.class_ids[idx], scores=self.scores[idx])
+                       class_ids=self.class_ids[idx], scores=self.scores[idx],
+                       track_ids=None if self.track_ids is None else self.track_ids[idx])
 
     def _without_specks(self, min_area: float) -> "Segmentation":
         """Semantic: probabilities set to 0 in blobs above the threshold covering less than
