@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Score a model or a COCO results file: box/mask AP (instance models) or IoU/precision/recall
-per class (semantic models), against a COCO annotation file or an images/ + masks/ folder."""
+per class (semantic models), against a COCO annotation file or an images/ + masks/ folder; or a
+tracked model on DAVIS video sequences (--davis): J and boundary F, oracle and one-track."""
 from __future__ import annotations
 
 import argparse
@@ -16,13 +17,20 @@ EPILOG = """examples:
   evaluate.py --annotations instances_val2017.json --results segmented/results.json --per-class   # AP
   evaluate.py --annotations instances_val2017.json --images val2017/ --model mask_rcnn_inception_v2_coco_2018_01_28
   evaluate.py --images person/images --masks person/masks --model-path model_zoo/person_unet -o metrics.json
+  evaluate.py --davis DAVIS --sequences dog --model yolov5s_seg_coco_int8 --classes dog -o davis.json
 
 instance models (and results files) get COCO box and mask AP; semantic models get IoU, precision
 and recall per class, pooled over all pixels of the set and as the mean per image.
 --semantic scores an instance model / results file that way too (union of its masks per class).
 On COCO, semantic scores add the three figures models are compared on: (1) pooled IoU over all
 images, (2) pooled IoU over the images with the class, (3) the false-positive pixel share on
-images without it, with pixel recall of instances by size (<32², 32²-96², >96² pixels)."""
+images without it, with pixel recall of instances by size (<32², 32²-96², >96² pixels).
+
+--davis ROOT (ROOT/JPEGImages/480p/SEQ/*.jpg, ROOT/Annotations/480p/SEQ/*.png) runs the model
+with --track over each sequence and scores, per sequence: oracle J (per frame the best IoU of
+any instance with the annotated object), track J (the DAVIS unsupervised protocol: the one track
+with the best J over all frames, 0 where it is absent), the boundary F of both (the DAVIS
+toolkit's: tolerance 0.008 of the diagonal), the track count and the fps of model + tracker."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--annotations", metavar="JSON", help="COCO instances annotation file")
     g.add_argument("--images", metavar="DIR", help="image folder (COCO images, or images/ beside --masks)")
     g.add_argument("--masks", metavar="DIR", help="folder of N.png masks (nonzero = the class) for images/N.*")
+    g.add_argument("--davis", metavar="ROOT", help="DAVIS folder (JPEGImages/480p, Annotations/480p): "
+                                                  "tracked J and F per video sequence")
+    g.add_argument("--sequences", metavar="A,B", help="with --davis: only these sequences (default: all)")
     g = p.add_argument_group("what to score")
     g.add_argument("--results", metavar="JSON", help="COCO results file (e.g. from segment_folder.py --json)")
     cli.add_model_args(p)
@@ -62,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     from segkit.io.atomic import write_json
 
     args = parse_args(build_parser(), argv)
+    if args.davis:
+        return _davis(args)
+    if args.sequences:
+        raise cli.UsageError("--sequences goes with --davis")
     flags = {f.name for f in dataclasses.fields(Options)} - {"classes"}
     options = Options(**{k: v for k, v in vars(args).items() if k in flags},  # checks the combination
                       download=not args.no_download, progress=not args.quiet)
@@ -72,6 +87,48 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.metrics_file, report.metrics)
         print(f"metrics: {args.metrics_file}")
     return cli.EXIT_SOME_FAILED if report.failed else cli.EXIT_OK
+
+
+def _davis(args) -> int:
+    from tqdm import tqdm
+
+    from segkit import options
+    from segkit.evaluation.davis import davis_sequences, evaluate_davis, format_table, mean_scores
+    from segkit.flow import Filter
+    from segkit.io.atomic import write_json
+
+    for flag in ("annotations", "images", "masks", "results"):
+        if getattr(args, flag):
+            raise cli.UsageError(f"--davis scores a model on its own frames: leave out --{flag}")
+    if args.threshold is not None:
+        options.validate(args)
+    wanted = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
+    try:
+        seqs = davis_sequences(args.davis, wanted)  # before the model loads: a bad folder is quick
+    except ValueError as e:
+        raise cli.UsageError(str(e)) from None
+    classes = cli.parse_class_filter(args)
+    threshold = DEFAULTS["threshold"] if args.threshold is None else args.threshold
+    result_filter = Filter(classes, threshold, DEFAULTS["max_instances"], args.min_area)
+    args.track = True
+    segmenter = options.load_model(args, progress=not args.quiet)
+    try:
+        with tqdm(total=sum(len(f) for _, f, _ in seqs), unit="frame", disable=args.quiet,
+                  file=sys.stderr, desc="evaluate --davis", dynamic_ncols=True) as bar:
+            scores = evaluate_davis(args.davis, segmenter, result_filter,
+                                    lambda: options.build_tracker(args), [n for n, _, _ in seqs],
+                                    progress=bar, on_error=lambda line: tqdm.write(f"segkit: error: {line}",
+                                                                                   file=sys.stderr))
+    finally:
+        segmenter.close()
+    print(f"DAVIS {args.davis}: model {segmenter.name}, classes {args.classes or 'all'}, threshold {threshold}, --track")
+    print(format_table(scores))
+    if args.metrics_file:
+        write_json(args.metrics_file, {"davis": args.davis, "model": segmenter.name, "classes": args.classes,
+                                       "threshold": threshold, "sequences": [s.as_dict() for s in scores],
+                                       "mean": mean_scores(scores)})
+        print(f"metrics: {args.metrics_file}")
+    return cli.EXIT_SOME_FAILED if any(s.failed for s in scores) else cli.EXIT_OK
 
 
 if __name__ == "__main__":

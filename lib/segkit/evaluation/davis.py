@@ -241,3 +241,56 @@ def read_annotation(path: Path) -> np.ndarray:
     if m.ndim == 3:
         m = m.max(axis=2)
     return m > 0
+
+
+# ----------------------------------------------------------------------------- a model on it
+def evaluate_davis(root: str | Path, segmenter, result_filter, make_tracker, sequences: list[str] | None = None,
+                   progress=None, on_error=None, stage=None) -> list[SequenceScore]:
+    """Run ``segmenter`` (filtered by ``result_filter``, tracked by a fresh ``make_tracker()`` per
+    sequence) over each DAVIS sequence in frame order and score it. ``stage(seg, image) -> seg``,
+    if given, runs after the tracker (e.g. temporal mask smoothing). ``progress.update(1)`` per
+    frame. A frame that cannot be read is reported through ``on_error`` and left out.
+
+    ``seconds`` of each score is the model's and the tracker's time (the frames' decoding and
+    the scoring, which overlap with them on other threads, are not counted)."""
+    from segkit.flow import Policy, run
+    from segkit.io.sinks import Call
+    from segkit.io.sources import Frames, prefetch_map, read_frame
+
+    scores = []
+    for name, frames, gts in davis_sequences(root, sequences):
+        scorer = SequenceScorer(name)
+        gt_of = {p.stem: g for p, g in zip(frames, gts)}
+        after = stage() if stage is not None else None
+
+        def score(frame, seg, scorer=scorer, gt_of=gt_of, after=after):
+            if after is not None:
+                seg = after(seg, frame.index)
+            scorer.add(seg.masks, seg.track_ids, read_annotation(gt_of[frame.path.stem]))
+            if progress is not None:
+                progress.update(1)
+
+        items = list(enumerate((p, f"{name}/{p.stem}") for p in frames))
+        # frame indices in order: the tracker predicts motion over them
+        with Frames(prefetch_map(lambda x: read_frame(x[1], index=x[0]), items, 1, 4), name, len(items)) as source:
+            stats = run(source, segmenter, [Call(score)], result_filter=result_filter,
+                        policy=Policy(writers=1, max_pending=4), tracker=make_tracker(),
+                        on_error=on_error or (lambda line: None))
+        failed = [str(f.path) for f in stats.failures]
+        scores.append(scorer.score(stats.model_s + getattr(stats, "track_s", 0.0), failed))
+    return scores
+
+
+def format_table(scores: list[SequenceScore]) -> str:
+    """The per-sequence table (the README's), with the mean over sequences."""
+    head = "| sequence | frames | oracle J | track J | track J / oracle J | oracle F | track F | tracks | fps |"
+    rows = [head, "|" + "---|" * 9]
+    for s in scores:
+        rows.append(f"| {s.sequence} | {s.frames} | {s.oracle_j:.3f} | {s.track_j:.3f} | {s.ratio:.3f} | "
+                    f"{s.oracle_f:.3f} | {s.track_f:.3f} | {s.tracks} | {s.fps:.1f} |")
+    if len(scores) > 1:
+        m = mean_scores(scores)
+        ratio = m["track_j"] / m["oracle_j"] if m["oracle_j"] else 0.0
+        rows.append(f"| mean | {m['frames']} | {m['oracle_j']:.3f} | {m['track_j']:.3f} | {ratio:.3f} | "
+                    f"{m['oracle_f']:.3f} | {m['track_f']:.3f} | | |")
+    return "\n".join(rows)
