@@ -136,6 +136,12 @@ class _ListClasses(argparse.Action):
         parser.exit()
 
 
+def add_track_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", action="store_true",
+                   help="follow objects across frames (ByteTrack-style): each keeps one id, colour and "
+                        "'#id' label in every output; settings under track: in segkit/defaults.yaml")
+
+
 def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
     g = p.add_argument_group("outputs")
     g.add_argument("-o", "--output", metavar="PATH",

@@ -1,4 +1,4 @@
-"""The one run loop every entry point uses: source -> segmenter -> filter -> sinks.
+"""The one run loop every entry point uses: source -> segmenter -> filter -> (tracker) -> sinks.
 
     stats = run(source, segmenter, sinks, result_filter=Filter(...), policy=FILES)
 
@@ -20,6 +20,9 @@ go through. Work a model can do on one image alone (``Segmenter.prepare``: the s
 networks) is done by a folder's decode threads and travels with the frame (``Frame.prepared``).
 Every frame segmented before an error or Ctrl+C still reaches the sinks, and every sink is closed
 on every way out.
+
+A ``tracker`` (segkit.track.Tracker, ``--track``) is a stateful stage after the filter: it runs on
+the model thread, so it sees the frames in source order even when several writers write them.
 """
 from __future__ import annotations
 
@@ -116,6 +119,7 @@ class RunStats:
     model_s: float = 0.0
     write_s: float = 0.0
     show_s: float = 0.0
+    track_s: float = 0.0  # the tracker stage (--track)
     model_ms_recent: float = 0.0  # moving average, for a live display
     recent: deque = field(default_factory=lambda: deque(maxlen=30))  # frame end times
 
@@ -186,7 +190,7 @@ def write(sinks: Sequence, frame: Frame, seg: Segmentation) -> list[Path]:
 def run(source, segmenter, sinks: Sequence, *, result_filter: Filter | None = None,
         policy: Policy = Policy(), limits: Limits | None = None, progress=None,
         report: Callable[[Frame, Segmentation, list[Path]], None] | None = None,
-        on_error: Callable[[str], None] = error, stats: RunStats | None = None) -> RunStats:
+        on_error: Callable[[str], None] = error, stats: RunStats | None = None, tracker=None) -> RunStats:
     """Segment every frame ``source`` hands out and write the results into ``sinks``.
 
     ``source``: ``next(timeout)`` -> Frame or None, ``ended``, ``name``, ``unit`` (an
@@ -196,10 +200,14 @@ def run(source, segmenter, sinks: Sequence, *, result_filter: Filter | None = No
     (every later output would fail the same way: the run stops, the rest is left for a rerun) and
     for ``policy.fatal_writes``. ``progress`` (a tqdm, or anything with ``update(n)``) advances
     per frame; ``report(frame, seg, files)`` is called after each frame's writes.
+    ``tracker`` (``update(seg, frame.index) -> seg``): gives each result its ``track_ids``, in
+    frame order, before any sink sees it; the model is then asked for the low-score detections
+    the tracker's second stage needs as well (``tracker.detection_filter``).
     Raises what the model raises (naming the frame), after the sinks got every earlier frame.
     """
     stats = stats if stats is not None else RunStats()  # the caller's copy survives an exception
     result_filter = result_filter or Filter()
+    model_filter = tracker.detection_filter(result_filter) if tracker is not None else result_filter
     limits = limits or Limits()
     stream = getattr(source, "unit", "images") == "frames"  # a video, camera or stream
     where = f" of {source.name}" if stream else ""
@@ -259,9 +267,12 @@ def run(source, segmenter, sinks: Sequence, *, result_filter: Filter | None = No
                 if not batch:
                     return
                 t0 = time.perf_counter()
-                segs = segment(segmenter, batch, result_filter, where)
+                segs = segment(segmenter, batch, model_filter, where)
                 t1 = time.perf_counter()
                 stats.model_s += t1 - t0
+                if tracker is not None:  # here, not in the writers: frames in order, one thread
+                    segs = [tracker.update(s, f.index) for f, s in zip(batch, segs)]
+                    stats.track_s += time.perf_counter() - t1
                 ms = (t1 - t0) * 1000 / len(batch)
                 stats.model_ms_recent = ms if not stats.recent else 0.9 * stats.model_ms_recent + 0.1 * ms
                 for frame, seg in zip(batch, segs):

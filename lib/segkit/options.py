@@ -135,6 +135,19 @@ def build_filter(opts) -> "Filter":
                   getattr(opts, "min_area", None))
 
 
+def build_tracker(opts):
+    """A segkit.track.Tracker when the options ask for ``track``, else None. Its high score is
+    the run's threshold: what is kept without tracking is what may start a track."""
+    if not getattr(opts, "track", False):
+        return None
+    from segkit.track import Tracker
+
+    try:
+        return Tracker(high_score=getattr(opts, "threshold", None))
+    except (TypeError, ValueError) as e:  # a --config file's track: mapping
+        raise UsageError(f"track: {e}") from None
+
+
 def parse_class_filter(opts, with_model: bool = True) -> set[int] | None:
     """--classes as class ids, read against the chosen model's classes (its registry entry or the
     entry beside it: no download, no TensorFlow, looked up once). A model trained with its own

@@ -22,6 +22,20 @@ def instance_colors(n: int) -> np.ndarray:
                     np.uint8).reshape(-1, 3)
 
 
+def track_colors(track_ids) -> np.ndarray:
+    """One RGB colour per track id, the same for the same id in every frame (and every run)."""
+    ids = np.asarray(track_ids, np.int64).reshape(-1)
+    hues = (ids * 0.618033988749895 + 0.13) % 1.0
+    return np.array([[int(255 * c) for c in colorsys.hsv_to_rgb(h, 0.85, 0.95)] for h in hues],
+                    np.uint8).reshape(-1, 3)
+
+
+def instance_label(seg: Segmentation, i: int) -> str:
+    """'person 0.91', or 'person #3 0.91' for a tracked result."""
+    track = f" #{int(seg.track_ids[i])}" if seg.track_ids is not None else ""
+    return f"{seg.class_names[i]}{track} {seg.scores[i]:.2f}"
+
+
 def overlay(image: np.ndarray, seg: Segmentation, alpha: float = DEFAULTS["alpha"], boxes: bool = True,
             labels: bool = True) -> np.ndarray:
     """Image with each instance tinted in its own colour, outlined, boxed and labelled.
@@ -42,7 +56,8 @@ def overlay(image: np.ndarray, seg: Segmentation, alpha: float = DEFAULTS["alpha
             x, y, _, _ = cv2.boundingRect(biggest)
             _label(out, class_name(cid, seg.label_names), x, y, tuple(int(v) for v in c))
         return out
-    colors = instance_colors(len(seg))
+    # tracked: the colour follows the object from frame to frame
+    colors = instance_colors(len(seg)) if seg.track_ids is None else track_colors(seg.track_ids)
     h, w = image.shape[:2]
     for i in range(len(seg)):
         x0, y0, x1, y1 = _box_region(seg.boxes[i], w, h)
@@ -58,7 +73,7 @@ def overlay(image: np.ndarray, seg: Segmentation, alpha: float = DEFAULTS["alpha
         if boxes:
             cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), c, thick, cv2.LINE_AA)
         if labels:
-            _label(out, f"{seg.class_names[i]} {seg.scores[i]:.2f}", x0, y0, c)
+            _label(out, instance_label(seg, i), x0, y0, c)
     return out
 
 

@@ -1,4 +1,4 @@
-"""segment_webcam's run: a camera, stream or video through the one flow into a window and/or a
+"""segment_webcam's run: a camera, stream, video or frame folder through the one flow into a window and/or a
 video file, with every way out (q, Ctrl+C, SIGTERM, the stream ending, an error) releasing the
 camera and finalising the video.
 
@@ -27,34 +27,40 @@ def segment_stream(args) -> int:
     if background is not None and background.has_alpha:
         raise UsageError("--background transparent: videos have no alpha channel; use a colour, blur or an image")
     result_filter = options.build_filter(args)
+    tracker = options.build_tracker(args)
     render = Renderer(background, args.alpha)
     say = (lambda *a, **k: None) if args.quiet else print
 
+    from segkit.io.frame_folder import FrameFolder, is_frame_source
     from segkit.io.video_source import VideoSource, open_capture
     from segkit.io.video_writer import VideoSink, check_video_path
 
     if args.video_output:
         check_video_path(args.video_output)  # before the model loads and the camera opens
     show = not args.no_show and options.display_available()
-    # Open the camera before loading the model: a missing camera fails in a fraction of a second.
-    capture = open_capture(args.source)
+    frames = is_frame_source(args.source)
+    if frames and args.realtime:
+        raise UsageError("--realtime: for video files; a frame folder is read frame by frame")
+    # Open the camera (list the frames) before loading the model: a missing camera or an empty
+    # folder fails in a fraction of a second.
+    capture = FrameFolder(args.source, mirror=args.mirror) if frames else open_capture(args.source)
     try:
         t0 = time.perf_counter()
         segmenter = options.load_model(args)
         load_s = time.perf_counter() - t0
     except BaseException:
-        capture.release()
+        capture.close() if frames else capture.release()
         raise
 
     stats, source, video, status, error = RunStats(), None, None, EXIT_OK, ""
     stack = ExitStack()  # camera, model, source, video, window: released in reverse on any way out
-    stack.callback(capture.release)
+    stack.callback(capture.close if frames else capture.release)
     stack.callback(segmenter.close)
     try:
         try:
             with sigterm_raises():
-                source = stack.enter_context(VideoSource(args.source, realtime=args.realtime, capture=capture,
-                                                         mirror=args.mirror))
+                source = stack.enter_context(capture if frames else VideoSource(
+                    args.source, realtime=args.realtime, capture=capture, mirror=args.mirror))
                 sinks = []
                 if args.video_output:
                     video = VideoSink(args.video_output, source.fps, render)
@@ -72,7 +78,8 @@ def segment_stream(args) -> int:
                     lambda: f"segment_webcam: {stats.done} frames, {stats.recent_fps():.1f} fps"
                             + (f", {source.dropped} dropped" if source.live else ""))
                 run(source, segmenter, sinks, result_filter=result_filter, policy=STREAM,
-                    limits=Limits(args.max_frames, args.duration), progress=progress, stats=stats)
+                    limits=Limits(args.max_frames, args.duration), progress=progress, stats=stats,
+                    tracker=tracker)
         finally:
             with signals_deferred():  # a second Ctrl+C must not cut the video file in half
                 stack.close()
@@ -86,8 +93,10 @@ def segment_stream(args) -> int:
         status, error = e.exit_code, str(e)
     if error:
         print(f"segment_webcam: {error}", file=sys.stderr)
+    elif stats.failed:  # frames of a folder that could not be read (each reported in one line)
+        status = stats.exit_code()
     if source is not None:
-        print(f"segment_webcam: {stats.summary('frames', _details(stats, source, video))}; model {segmenter.name}",
+        print(f"segment_webcam: {stats.summary('frames', _details(stats, source, video, tracker))}; model {segmenter.name}",
               file=sys.stderr if args.quiet else sys.stdout, flush=True)
     if video is not None and video.writer.error is not None:
         # never exit 0 with a file that does not play: nothing is left at the final path
@@ -122,13 +131,17 @@ def _destination(window, video, args) -> str:
     return f"headless, {why}" + (f", writing {video.path}" if video else "; nothing is saved without --output")
 
 
-def _details(stats: RunStats, source, video) -> list[str]:
-    """The summary's parts beyond the counts: drops, time per stage, the output."""
+def _details(stats: RunStats, source, video, tracker=None) -> list[str]:
+    """The summary's parts beyond the counts: drops, tracks, time per stage, the output."""
     parts = [f"{source.dropped} dropped (live source)"] if source.live else []
+    if tracker is not None:
+        n = tracker.next_id - 1
+        parts.append(f"{n} track{'s' if n != 1 else ''}")
     if stats.done:
         cap_ms = source.read_seconds / source.read * 1000 if source.read else 0.0
         stages = (f"per frame: capture {cap_ms:.1f} ms, model {stats.ms(stats.model_s):.1f} ms, "
-                  f"draw + write {stats.ms(stats.write_s):.1f} ms")
+                  + (f"track {stats.ms(stats.track_s):.2f} ms, " if tracker is not None else "")
+                  + f"draw + write {stats.ms(stats.write_s):.1f} ms")
         if video is not None and video.writer.frames_in:
             stages += f", encode {video.writer.write_seconds / video.writer.frames_in * 1000:.1f} ms"
         if stats.show_s:

@@ -22,6 +22,7 @@ EPILOG = """examples:
   segment_webcam.py --background office.jpg --output call.mp4
   segment_webcam.py --source clip.mp4 --output clip_seg.mp4        # every frame of a file
   segment_webcam.py --source rtsp://192.168.1.20/stream --duration 60 --output cam.mp4
+  segment_webcam.py --source frames/ --model yolov5s_seg_coco --track --output tracked.mp4
 
 exit codes: 0 done (q, window closed, end of stream, --max-frames/--duration reached),
             1 error (camera cannot be opened, model failed; --output is still finalised),
@@ -34,14 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("source")
     g.add_argument("--source", default="0", metavar="SRC",
-                   help="camera index (default 0), video file, or stream URL (rtsp://, http://, ... "
-                        "whatever OpenCV's FFmpeg opens)")
+                   help="camera index (default 0), video file, stream URL (rtsp://, http://, ... "
+                        "whatever OpenCV's FFmpeg opens), a folder of frames (name order) or a "
+                        "printf pattern such as frames/%%05d.jpg")
     g.add_argument("--realtime", action="store_true",
                    help="play a file at its own frame rate and drop frames the model cannot keep up "
                         "with, as for a camera (default for files: process every frame)")
     g.add_argument("--mirror", action="store_true", help="flip frames left-right (selfie view)")
     cli.add_model_args(p)
     cli.add_filter_args(p)
+    cli.add_track_arg(p)
     g = p.add_argument_group("outputs")
     g.add_argument("--background", metavar="BG",
                    help="replace everything but the selected classes: white, blur[:SIGMA], a colour "

@@ -1,0 +1,59 @@
+"""The tracker as a stage of the one flow (segkit.flow.run(..., tracker=...))."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fixtures.moving_shapes import BrightBlobs, crossing_paths, square_frame, write_frames
+from segkit.flow import STREAM, Filter, Policy, run
+from segkit.io.frame_folder import FrameFolder
+from segkit.io.sinks import Call
+from segkit.io.sources import Frame, Frames
+from segkit.segmentation import Segmentation
+from segkit.track import Tracker
+from segkit.track.stage import DetectionFilter
+
+
+def collect(results: dict):
+    return Call(lambda frame, seg: results.__setitem__(frame.index, seg))
+
+
+@pytest.mark.parametrize("policy", [STREAM, Policy.files(4)], ids=["one writer", "four writers"])
+def test_ids_follow_frame_order_whatever_the_writers(policy):
+    frames = [Frame(square_frame(xs), f"{i:03d}", None, i) for i, xs in enumerate(crossing_paths(20))]
+    results: dict[int, Segmentation] = {}
+    stats = run(Frames(frames), BrightBlobs(max_batch=3), [collect(results)], policy=policy, tracker=Tracker())
+    assert stats.done == 20 and stats.track_s > 0
+    for i, (a, b) in enumerate(crossing_paths(20)):
+        seg = results[i]
+        by_id = {int(t): float(box[0]) for t, box in zip(seg.track_ids, seg.boxes)}
+        if a + 20 <= b or b + 20 <= a:  # apart (while they overlap they are one blob)
+            assert by_id == {1: a, 2: b}, i
+
+
+def test_an_unreadable_frame_in_a_folder_is_failed_and_the_track_survives(tmp_path):
+    paths = write_frames(tmp_path / "frames", 10)
+    paths[4].write_bytes(b"not a png")
+    (tmp_path / "frames" / "notes.txt").write_text("not a frame")  # ignored: not an image name
+    results: dict[int, Segmentation] = {}
+    errors = []
+    with FrameFolder(tmp_path / "frames") as source:
+        stats = run(source, BrightBlobs(), [collect(results)], policy=STREAM, tracker=Tracker(),
+                    on_error=errors.append)
+    assert (stats.done, stats.failed) == (9, 1)
+    assert len(errors) == 1 and "00004.png" in errors[0]
+    assert sorted(results) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert all(list(seg.track_ids) == [1] for seg in results.values())
+
+
+def test_low_scores_reach_the_tracker_but_not_an_untracked_run():
+    seg = Segmentation(4, 4, masks=np.ones((3, 4, 4), bool), boxes=np.zeros((3, 4), np.float32),
+                       class_ids=np.array([1, 1, 2], np.int32), scores=np.array([0.9, 0.3, 0.05], np.float32))
+    f = DetectionFilter({1, 2}, 0.5, None, None, low_score=0.1)
+    assert f.min_score == 0.1
+    assert f(seg).scores.tolist() == pytest.approx([0.9, 0.3])
+    assert Filter({1, 2}, 0.5)(seg).scores.tolist() == pytest.approx([0.9])
+    # a semantic result keeps the run's threshold: it is where its masks are cut
+    probs = np.full((4, 4, 1), 0.3, np.float32)
+    sem = Segmentation(4, 4, probs=probs, prob_class_ids=(1,))
+    assert f(sem).mask_threshold == 0.5
