@@ -35,7 +35,7 @@ from segkit import flow
 from segkit.config import DEFAULTS
 from segkit.errors import InputError, SegkitError, UsageError, error
 from segkit.io.results import CocoResults, ResultsCache, load_image_ids, read_failures, write_failures
-from segkit.io.resume import check_output_dir, complete, output_folder, settings_changed, unique_names
+from segkit.io.resume import Made, check_output_dir, complete, output_folder, settings_changed, unique_names
 from segkit.io.sources import IMAGE_EXTS, MAX_PIXELS, Frame, decode_image_bytes, is_glob
 
 METRICS_NAMESPACE = "segkit"
@@ -361,7 +361,7 @@ class _Merge(beam.DoFn):
 def build_pipeline(p: beam.Pipeline, specs: list[InputSpec], *, sinks: list,
                    out_dir: Path, json_path: Path | None, id_map, handler,
                    patterns: list[str] | None = None, overwrite: bool = False,
-                   max_pixels: int = MAX_PIXELS) -> None:
+                   max_pixels: int = MAX_PIXELS, made: Made | None = None) -> None:
     by_index = {s.index: s for s in specs}
     matched = [
         p | f"Match {s.index}.{j}" >> fileio.MatchFiles(pat, fileio.EmptyMatchTreatment.ALLOW)
@@ -382,6 +382,8 @@ def build_pipeline(p: beam.Pipeline, specs: list[InputSpec], *, sinks: list,
 
     if json_path:  # the per-image results cache, written last
         sinks = sinks + [CocoResults(json_path, ResultsCache(out_dir), id_map=id_map)]
+    if made is not None:  # the settings record, last; forgotten first when an input is redone
+        sinks = [made.first(), *sinks, made]
     plan = items | "Plan" >> beam.ParDo(_Plan(sinks, overwrite)).with_outputs("skipped", main="todo")
     decoded = plan.todo | "Decode" >> beam.ParDo(_Decode(max_pixels)).with_outputs("failed", main="frames")
     written = (decoded.frames | "Segment" >> RunInference(handler)
@@ -425,7 +427,7 @@ def run_folder(args) -> tuple[flow.RunStats, str]:
     """segment_folder.py --runner beam: the local runner's checks, then one pipeline. Returns the
     run's stats and "<model>; beam <runner>" for the summary line."""
     from segkit import options
-    from segkit.folder_run import check_inputs, no_images, settings, warn_changed
+    from segkit.folder_run import check_inputs, no_images, settings
 
     check_inputs(args.input, remote=_is_remote)
     out_dir = Path(args.output or DEFAULTS["output"])
@@ -437,20 +439,23 @@ def run_folder(args) -> tuple[flow.RunStats, str]:
 
     sinks, json_path = options.build_outputs(args, out_dir)
     id_map = load_image_ids(args.coco_annotations) if args.coco_annotations else None
+    result_filter = options.build_filter(args)
     handler = SegmenterModelHandler(args.model, args.model_path, download=not args.no_download,
-                                    result_filter=options.build_filter(args))
+                                    result_filter=result_filter)
     model_name = _model_name(args)
+    identity = args.model_path if args.model_path and _is_remote(args.model_path) else options.model_identity(args)
+    now = settings(args, identity, result_filter.classes)
     options = PipelineOptions(shlex.split(args.beam_options or ""))
     if not options.view_as(StandardOptions).runner:
         options.view_as(StandardOptions).runner = "DirectRunner"
 
     with output_folder(out_dir):
-        changed = settings_changed(out_dir, settings(args, model_name))
+        changed = settings_changed(out_dir, now)
         t0 = time.perf_counter()
         p = beam.Pipeline(options=options)
         build_pipeline(p, specs, sinks=sinks, out_dir=out_dir, json_path=json_path, id_map=id_map,
                        handler=handler, patterns=args.pattern, overwrite=args.overwrite,
-                       max_pixels=args.max_pixels or MAX_PIXELS)
+                       max_pixels=args.max_pixels or MAX_PIXELS, made=Made(out_dir, now))
         try:
             with _quiet_run():
                 result = p.run()
@@ -465,7 +470,9 @@ def run_folder(args) -> tuple[flow.RunStats, str]:
 
     if stats.done + stats.skipped + stats.failed == 0:
         raise no_images(args)
-    warn_changed(changed, stats.skipped, out_dir, args.overwrite)
+    if changed and stats.done and not args.overwrite:
+        print(f"segkit: note: the last run into {out_dir} used other settings ({'; '.join(changed)}): "
+              "its outputs were redone, their files replaced", file=sys.stderr)
     if stats.failed:
         for f in read_failures(out_dir):
             error(f"{f['file']}: {f['reason']}")

@@ -116,6 +116,8 @@ class RunStats:
     failures: list[InputError] = field(default_factory=list)
     stop_reason: str = ""   # why the run stopped before its source ended, else ""
     not_attempted: int | None = None  # left for a rerun when the disk filled up
+    replaced: int = 0    # inputs whose earlier outputs (other settings, another run) were replaced
+    output_errors: int = 0  # run-wide outputs (results.json) that could not be written: not inputs
     model_s: float = 0.0
     write_s: float = 0.0
     show_s: float = 0.0
@@ -137,6 +139,8 @@ class RunStats:
     def summary(self, unit: str = "images", extra: Sequence[str] = ()) -> str:
         parts = [f"{self.done} {unit} done, {self.skipped} skipped, {self.failed} failed "
                  f"in {self.seconds:.1f} s ({self.rate():.1f}/s)", *extra]
+        if self.replaced:
+            parts.append(f"{self.replaced} earlier output{'s' if self.replaced != 1 else ''} replaced")
         if self.stop_reason:
             stop = f"stopped: {self.stop_reason}"
             if self.not_attempted is not None:
@@ -146,7 +150,7 @@ class RunStats:
 
     def exit_code(self) -> int:
         """0 all done, 3 some failed, 1 none could be done: the codes scripts rely on."""
-        if self.failed:
+        if self.failed or self.output_errors:
             return EXIT_SOME_FAILED if self.done + self.skipped else EXIT_FAILED
         return EXIT_OK
 
@@ -319,7 +323,7 @@ def run(source, segmenter, sinks: Sequence, *, result_filter: Filter | None = No
                     try:
                         s.close(ok)
                     except OutputError as e:  # e.g. results.json on a full disk: the images are done
-                        stats.failed += 1
+                        stats.output_errors += 1  # not an input: the summary counts inputs
                         on_error(str(e))
                     except Exception as e:
                         fatal.append(e)

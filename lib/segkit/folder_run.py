@@ -12,15 +12,20 @@ from segkit.config import DEFAULTS
 from segkit.errors import UsageError, error
 from segkit.flow import Policy, RunStats, run
 from segkit.io.results import CocoResults, Failures, ResultsCache, load_image_ids
-from segkit.io.resume import check_output_dir, output_folder, plan_run, settings_changed, unique_names
+from segkit.io.resume import (Made, check_output_dir, differences, output_folder, plan_run, settings_changed,
+                              unique_names)
 from segkit.io.sources import MAX_PIXELS, Frames, ImageFiles, expand_inputs, is_glob
 
 
-def settings(args, model_name: str) -> dict:
-    """What shapes the outputs: a rerun with other values warns that old outputs are kept."""
-    return {"model": model_name, "classes": args.classes, "threshold": args.threshold,
-            "max_instances": args.max_instances, "background": args.background,
-            "alpha": args.alpha, "save_masks": args.save_masks, "no_visual": args.no_visual}
+def settings(args, model_name: str, classes: set[int] | None = None) -> dict:
+    """What shapes the content of the outputs: an output made with other values is redone.
+    (Which outputs are asked for needs no entry: a missing one makes its input redone anyway.)
+    ``classes``: the parsed ids, so 'person' and '1' are the same setting."""
+    overlay = not args.no_visual and not args.background
+    return {"model": model_name, "classes": sorted(classes) if classes else None,
+            "threshold": args.threshold, "max_instances": args.max_instances,
+            "min_area": getattr(args, "min_area", None), "background": args.background,
+            "alpha": args.alpha if overlay else None, "save_conf": getattr(args, "save_conf", False)}
 
 
 def check_inputs(specs: list[str], remote=lambda spec: False) -> None:
@@ -34,10 +39,19 @@ def no_images(args) -> UsageError:
                       + ("" if args.recursive else " (sub-folders need --recursive)"))
 
 
-def warn_changed(changed: list[str], skipped: int, out_dir: Path, overwrite: bool) -> None:
-    if changed and skipped and not overwrite:
-        error(f"warning: {skipped} outputs in {out_dir} were made with other settings "
-              f"({'; '.join(changed)}); they are kept: --overwrite redoes them")
+def warn_changed(plan, now: dict, out_dir: Path) -> None:
+    """One line when outputs made with other settings are about to be redone."""
+    if not plan.stale:
+        return
+    changes = []
+    for old in plan.stale_settings:
+        diff = "no record of their settings (an older segkit)" if old is None else "; ".join(differences(old, now))
+        if diff not in changes:
+            changes.append(diff)
+    n = len(plan.stale)
+    print(f"segkit: note: {n} input{'s' if n != 1 else ''} in {out_dir} had outputs made with other "
+          f"settings ({' | '.join(changes)}): redoing {'them' if n != 1 else 'it'}, their files are replaced",
+          file=sys.stderr)
 
 
 def segment_folder(args) -> tuple[RunStats, str]:
@@ -58,18 +72,22 @@ def segment_folder(args) -> tuple[RunStats, str]:
     id_map = load_image_ids(args.coco_annotations) if args.coco_annotations else None
     result_filter = options.build_filter(args)
 
+    now = settings(args, options.model_identity(args), result_filter.classes)
+
     with output_folder(out_dir):
         results = CocoResults(json_path, ResultsCache(out_dir), items, id_map) if json_path else None
-        if results is not None:  # last: its per-image file is what says an image is complete
+        if results is not None:  # after the images: its per-image file holds their results
             sinks.append(results)
+        made = Made(out_dir, now)  # last: its record says the input is complete, with these settings
+        sinks = [made.first(), *sinks, made]
         plan = plan_run(items, sinks, overwrite=args.overwrite)
+        settings_changed(out_dir, now)
         failures = Failures(out_dir)
-        stats, model = RunStats(skipped=len(plan.skipped)), ""
+        stats, model = RunStats(skipped=len(plan.skipped), replaced=len(plan.stale)), ""
         if plan.todo:
+            warn_changed(plan, now, out_dir)
             segmenter = options.load_model(args, progress=not args.quiet)
             model = segmenter.name
-            warn_changed(settings_changed(out_dir, settings(args, model)), len(plan.skipped), out_dir,
-                         args.overwrite)
             with tqdm(total=len(plan.todo), unit="img", disable=args.quiet, file=sys.stderr,
                       desc="segment_folder", dynamic_ncols=True) as bar, \
                     ImageFiles(plan.todo, args.max_pixels or MAX_PIXELS, workers=args.workers,

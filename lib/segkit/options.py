@@ -174,6 +174,17 @@ def parse_class_filter(opts, with_model: bool = True) -> set[int] | None:
     return classes
 
 
+def model_identity(opts) -> str:
+    """The chosen model without loading it: its zoo name, or the checkpoint's absolute path."""
+    from segkit import zoo
+
+    if getattr(opts, "model_path", None):
+        return str(Path(opts.model_path).expanduser().resolve())
+    if getattr(opts, "model", None):
+        return opts.model
+    return zoo.load_registry().default
+
+
 def load_model(opts, progress: bool = True):
     from segkit.models import load_segmenter
 

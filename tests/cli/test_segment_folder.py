@@ -212,3 +212,89 @@ def test_sigkill_mid_run_leaves_no_partial_output_and_rerun_finishes(tmp_path):
     assert isinstance(results, list)
     cached = list((out / ".segkit" / "results").rglob("*.json"))
     assert len(cached) == n
+
+
+# --------------------------------------------------------------------------- settings (issue #24 part 6)
+OTHER_MODEL = REPO / "model_zoo" / "selfie_segmentation" / "selfie_segmentation_landscape.tflite"
+
+
+def run_with(script, capsys, model, *args) -> tuple[int, dict, str]:
+    """Like run(), with the model chosen; also returns stderr (the note and the summary)."""
+    from segkit import cli
+
+    rc = cli.run_main(script.main, [*map(str, args), "--model-path", str(model), "--quiet"])
+    err = capsys.readouterr().err
+    m = re.search(r"(\d+) images done, (\d+) skipped, (\d+) failed", err)
+    return rc, dict(zip(("done", "skipped", "failed"), map(int, m.groups()))) if m else {}, err
+
+
+@pytest.mark.parametrize("first,second", [(MODEL, OTHER_MODEL), (OTHER_MODEL, MODEL)])
+def test_outputs_made_with_another_model_are_redone_in_both_orders(script, capsys, tmp_path, first, second):
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(2):
+        make_image(src / f"im{i}.png", seed=i)
+    rc, c, _ = run_with(script, capsys, first, "-i", src, "-o", out, "--json")
+    assert rc == 0 and c == {"done": 2, "skipped": 0, "failed": 0}
+
+    rc, c, err = run_with(script, capsys, second, "-i", src, "-o", out, "--json")
+    assert rc == 0 and c == {"done": 2, "skipped": 0, "failed": 0}, err  # not "2 skipped"
+    note = [ln for ln in err.splitlines() if "other settings" in ln]
+    assert len(note) == 1 and first.name in note[0] and second.name in note[0], err
+    assert "2 earlier outputs replaced" in err
+    for i in range(2):  # every output now says it was made by the second model
+        made = json.loads((out / ".segkit" / "made" / f"im{i}.json").read_text())
+        assert made["settings"]["model"] == str(second.resolve())
+
+    rc, c, err = run_with(script, capsys, second, "-i", src, "-o", out, "--json")
+    assert rc == 0 and c == {"done": 0, "skipped": 2, "failed": 0} and "other settings" not in err
+
+
+@pytest.mark.parametrize("first,second", [((), ("--classes", "person", "--threshold", "0.9")),
+                                          (("--classes", "person", "--threshold", "0.9"), ()),
+                                          ((), ("--background", "white")),
+                                          (("--background", "white"), ())])
+def test_outputs_made_with_other_classes_threshold_or_background_are_redone(script, capsys, tmp_path,
+                                                                             first, second):
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_image(src / "im0.png")
+    rc, c, _ = run_with(script, capsys, MODEL, "-i", src, "-o", out, "--json", *first)
+    assert rc == 0 and c["done"] == 1
+    rc, c, err = run_with(script, capsys, MODEL, "-i", src, "-o", out, "--json", *second)
+    assert rc == 0 and c == {"done": 1, "skipped": 0, "failed": 0}, err
+    assert "other settings" in err and ("threshold" in err or "background" in err), err
+    # 'person' and '1' are the same setting: nothing to redo
+    if "--classes" in second:
+        rc, c, err = run_with(script, capsys, MODEL, "-i", src, "-o", out, "--json", "--classes", "1",
+                              "--threshold", "0.9")
+        assert c == {"done": 0, "skipped": 1, "failed": 0}, err
+
+
+def test_an_input_being_redone_loses_its_record_before_its_files_are_rewritten(tmp_path):
+    """A run killed half-way through rewriting an input must not leave the old record beside a
+    mix of old and new files: the record goes first, and comes back last."""
+    from segkit.io.resume import Made, plan_run
+    from segkit.io.sinks import Sink
+    from segkit.io.sources import Frame
+
+    seen = []
+
+    class Spy(Sink):
+        def expected(self, frame):
+            return [tmp_path / f"{frame.name}.png"]
+
+        def write(self, frame, seg):
+            seen.append(made.path(frame.name).exists())
+            (tmp_path / f"{frame.name}.png").write_bytes(b"x")
+            return []
+
+    from segkit.flow import write
+
+    old = Made(tmp_path, {"model": "a"})
+    old.write(Frame(None, "im", tmp_path / "im.jpg"), None)
+    made = Made(tmp_path, {"model": "b"})
+    sinks = [made.first(), Spy(), made]
+    plan = plan_run([(tmp_path / "im.jpg", "im")], sinks)
+    assert plan.todo and not plan.skipped
+    write(sinks, Frame(None, "im", tmp_path / "im.jpg"), None)
+    assert seen == [False]  # gone while the picture was written
+    assert plan_run([(tmp_path / "im.jpg", "im")], sinks).skipped  # and back, with b, after

@@ -5,10 +5,16 @@ State lives under ``<out>/.segkit/``:
 ``lock``                 held (flock) while a run writes into ``<out>``: two runs never race
 ``results/<name>.json``  per-image COCO results (``--json``, see results.py), written right
                          after the image's other outputs, so a killed run loses nothing it finished
-``settings.json``        what the outputs were made with, to warn when a rerun changes it
+``made/<name>.json``     the settings an input's outputs were made with (model, classes,
+                         threshold, background...), written after them and removed before
+                         they are rewritten
+``settings.json``        the last run's settings, to name what changed
 
 An input is *complete* when every file its sinks would write exists (sinks only ever create
-files whole), and is skipped unless ``overwrite``: that skip set is the resumable source policy.
+files whole) **and** its ``made/`` record holds the settings of this run, and is skipped unless
+``overwrite``: that skip set is the resumable source policy. Outputs made with other settings
+(another model, other classes, another threshold...) are redone, whatever order the runs came
+in, and the run says so in one line; outputs without a record (an older segkit) are redone too.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from typing import Iterable
 
 from segkit.errors import UsageError
 from segkit.io.atomic import output_error, temp_owner_alive, write_json
+from segkit.io.sinks import Sink
 from segkit.io.sources import Frame, real_path
 
 STATE_DIR = ".segkit"
@@ -143,8 +150,72 @@ def settings_changed(out_dir: Path, settings: dict) -> list[str]:
     write_json(path, settings)
     if not isinstance(old, dict):
         return []
-    return [f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
-            if old.get(k) != settings.get(k)]
+    return differences(old, settings)
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """'key: old -> new' for each setting that differs."""
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+
+
+def settings_digest(settings: dict) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Made(Sink):
+    """``<out>/.segkit/made/<name>.json``: the settings an input's outputs were made with.
+
+    Goes last among a run's sinks (after the results cache): the record is written only once
+    every other output of the input is. :meth:`unmake` (the :meth:`first` sink, before every
+    other) removes it before any output is rewritten, so a run killed half-way through an input
+    never leaves a record beside outputs made with other settings."""
+
+    def __init__(self, out_dir: Path, settings: dict):
+        self.root = Path(out_dir) / STATE_DIR / "made"
+        self.settings = settings
+        self.digest = settings_digest(settings)
+
+    def path(self, name: str) -> Path:
+        return self.root / f"{name}.json"
+
+    def expected(self, frame: Frame) -> list[Path]:
+        return [self.path(frame.name)]
+
+    def record(self, name: str) -> dict | None:
+        """What ``name``'s outputs were made with, or None (no record, or unreadable)."""
+        try:
+            rec = json.loads(self.path(name).read_text())
+        except (OSError, ValueError):
+            return None
+        return rec if isinstance(rec, dict) and isinstance(rec.get("settings"), dict) else None
+
+    def is_complete(self, frame: Frame) -> bool:
+        rec = self.record(frame.name)
+        return rec is not None and rec.get("digest") == self.digest
+
+    def write(self, frame: Frame, seg) -> list[Path]:
+        write_json(self.path(frame.name), {"digest": self.digest, "settings": self.settings})
+        return []
+
+    def unmake(self, frame: Frame) -> None:
+        try:
+            self.path(frame.name).unlink(missing_ok=True)
+        except OSError as e:
+            raise output_error(self.path(frame.name), e) from None
+
+    def first(self) -> Sink:
+        """The sink that goes before every other: it forgets the record of what is rewritten."""
+        return _Unmake(self)
+
+
+class _Unmake(Sink):
+    def __init__(self, made: Made):
+        self.made = made
+
+    def write(self, frame: Frame, seg) -> list[Path]:
+        self.made.unmake(frame)
+        return []
 
 
 # --------------------------------------------------------------------------- plan
@@ -152,20 +223,42 @@ def settings_changed(out_dir: Path, settings: dict) -> list[str]:
 class Plan:
     todo: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    #: in ``todo``: every output exists but was made with other settings (or has no record)
+    stale: list[tuple[Path, str]] = field(default_factory=list)
+    #: what those were made with (one dict per distinct earlier settings; None: no record)
+    stale_settings: list[dict | None] = field(default_factory=list)
+
+
+def files_exist(sinks: Iterable, frame: Frame) -> bool:
+    """Every file the sinks would write for ``frame`` exists (sinks only create whole files)."""
+    return all(p.exists() for s in sinks if not isinstance(s, Made) for p in s.expected(frame))
 
 
 def complete(sinks: Iterable, frame: Frame) -> bool:
-    """Every file the sinks would write for ``frame`` exists (sinks only create whole files)."""
-    return all(p.exists() for s in sinks for p in s.expected(frame))
+    """Every output of ``frame`` exists and was made with these settings (a :class:`Made` among
+    ``sinks`` checks the settings; without one, existing files are enough)."""
+    sinks = list(sinks)
+    return files_exist(sinks, frame) and all(s.is_complete(frame) for s in sinks if isinstance(s, Made))
 
 
 def plan_run(items: list[tuple[Path, str]], sinks: Iterable, overwrite: bool = False) -> Plan:
-    """Split ``items`` into those to do and those whose every output already exists."""
+    """Split ``items`` into those to do and those complete with these settings."""
     sinks = list(sinks)
+    made = next((s for s in sinks if isinstance(s, Made)), None)
     plan = Plan()
     for path, name in items:
-        done = not overwrite and complete(sinks, Frame(None, name, path))
-        (plan.skipped if done else plan.todo).append((path, name))
+        frame = Frame(None, name, path)
+        exist = files_exist(sinks, frame)
+        if not overwrite and exist and (made is None or made.is_complete(frame)):
+            plan.skipped.append((path, name))
+            continue
+        plan.todo.append((path, name))
+        if exist and not overwrite:
+            plan.stale.append((path, name))
+            rec = made.record(name)
+            old = rec["settings"] if rec else None
+            if old not in plan.stale_settings:
+                plan.stale_settings.append(old)
     return plan
 
 
