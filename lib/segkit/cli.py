@@ -200,9 +200,18 @@ positive_int, positive_float = _positive(int, "an integer"), _positive(float, "a
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a script's main: expected errors -> one line on stderr + exit code, never a traceback."""
+    """Run a script's main: expected errors -> one line on stderr + exit code, never a traceback.
+
+    SIGTERM (systemd, Docker, Kubernetes) is Ctrl+C's twin: the run finishes or rolls back the
+    files being written, writes failures.jsonl and its results, prints one line, exits 143."""
+    from segkit.flow import EXIT_TERMINATED, Terminated, sigterm_raises
+
     try:
-        return main(argv)
+        with sigterm_raises():
+            return main(argv)
+    except Terminated:
+        print("segkit: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except UsageError as e:
         error(str(e))
         return EXIT_USAGE

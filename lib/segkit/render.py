@@ -153,8 +153,12 @@ def parse_background(spec: str) -> Background:
         return Background("color", color=rgb)
     p = Path(s)
     if p.is_file():
+        from segkit.errors import InputError
         from segkit.io.sources import read_image
-        return Background("image", image=read_image(p))
+        try:
+            return Background("image", image=read_image(p))
+        except InputError as e:  # a bad argument like a missing file: exit 2, one line
+            raise UsageError(f"--background {spec}: {e.problem}") from None
     raise UsageError(f"--background {spec!r}: not white|transparent|blur|COLOR (name, #rrggbb, r,g,b) "
                      "and not an existing image file")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from segkit import cli
@@ -12,8 +14,9 @@ from segkit.config import DEFAULTS, parse_args
 from segkit.errors import UsageError
 from segkit.flow import run
 from segkit.io.results import CocoResults, Failures
+from segkit.io.resume import STATE_DIR, OutputLock
 from segkit.io.sinks import Picture
-from segkit.io.sources import IMAGE_EXTS, MAX_PIXELS, ImageFiles, expand_inputs
+from segkit.io.sources import IMAGE_EXTS, MAX_PIXELS, Frame, ImageFiles, expand_inputs
 
 EPILOG = """examples:
   segment_image.py -i images/person.jpg                       # person model, overlay into segmented_images/
@@ -21,8 +24,12 @@ EPILOG = """examples:
   segment_image.py -i 'photos/*.jpg' --model mask_rcnn_inception_v2_coco_2018_01_28 --classes person,dog --json
   segment_image.py -i photo.jpg --model-path ~/Downloads/exported/saved_model --save-masks
 
+Outputs already there are replaced, and the line of each input says "(replaced)". Into a folder
+a segment_folder run is writing, it refuses (one line, exit 2) instead of replacing its files.
+
 exit codes: 0 all inputs done, 1 nothing done (or a fatal error), 2 bad arguments,
-            3 some inputs failed (each named on stderr), 130 interrupted"""
+            3 some inputs failed (each named on stderr, listed in OUT/failures.jsonl),
+            130 interrupted (Ctrl+C), 143 terminated (SIGTERM)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if not items:
         raise UsageError(f"no images match {' '.join(args.input)}")
     out = Path(args.output or DEFAULTS["output"])
-    single_file = len(items) == 1 and out.suffix.lower() in IMAGE_EXTS
+    # "-o out/x.jpg/": the trailing slash names a folder, whatever its name looks like
+    names_folder = (args.output or "").endswith(("/", os.sep))
+    single_file = len(items) == 1 and out.suffix.lower() in IMAGE_EXTS and not names_folder
     out_dir = out.parent if single_file else out
     sinks, json_path = cli.build_outputs(args, out_dir)
     if single_file:
@@ -58,28 +67,49 @@ def main(argv: list[str] | None = None) -> int:
     cli.refuse_to_overwrite_inputs(items, sinks, json_path)
 
     result_filter = cli.build_filter(args)
+    # a segment_folder run's output folder: hold its lock (taken before the model loads, so a
+    # refusal comes at once), so that neither run replaces the other's files or results.json
+    with OutputLock(out_dir) if (out_dir / STATE_DIR).is_dir() else nullcontext():
+        return _segment(args, items, sinks, json_path, out_dir, result_filter)
+
+
+def _segment(args, items, sinks, json_path, out_dir: Path, result_filter) -> int:
     t0 = time.perf_counter()
     segmenter = cli.load_model(args)
     load_s = time.perf_counter() - t0
 
-    failures = Failures(out_dir, replace=False)
+    # this run's inputs leave failures.jsonl (their earlier lines are stale), its failures join it
+    failures = Failures(out_dir, replace=False, redone=[p for p, _ in items])
     results = CocoResults(json_path) if json_path else None
+    json_existed = json_path is not None and json_path.exists()
+    # Outputs already there (another model, an earlier run) are replaced: said per input, and counted
+    existing = {name for p, name in items
+                if any(t.exists() for s in sinks for t in s.expected(Frame(None, name, p)))}
     shown: list[Path] = []
+    stats = None
 
     def report(frame, seg, written):
+        replaced = frame.name in existing
+        if replaced:
+            stats.replaced += 1
         if not args.quiet:
             kept = f"{len(seg)} instances" if not seg.is_semantic else \
                 f"{seg.foreground().mean() * 100:.1f}% foreground"
-            print(f"{frame.path}: {kept} -> {', '.join(str(w) for w in written) or '(no image)'}")
+            print(f"{frame.path}: {kept} -> {', '.join(str(w) for w in written) or '(no image)'}"
+                  f"{' (replaced)' if replaced else ''}")
         shown.extend(w for w in written if w.suffix.lower() in IMAGE_EXTS)
 
+    from segkit.flow import RunStats
+
+    stats = RunStats()
     with ImageFiles(items, args.max_pixels or MAX_PIXELS) as source:
-        stats = run(source, segmenter, sinks + [s for s in (results, failures) if s is not None],
-                    result_filter=result_filter, report=report)
+        run(source, segmenter, sinks + [s for s in (results, failures) if s is not None],
+            result_filter=result_filter, report=report, stats=stats)
     if failures.path:
         print(f"failures: {failures.path}", file=sys.stderr)
     if results is not None and results.path:
-        print(f"COCO results: {results.path} ({results.count} detections)")
+        print(f"COCO results: {results.path} ({results.count} detections"
+              f"{', replaced the earlier file' if json_existed else ''})")
     if args.show:
         _show(shown)
     print(f"segment_image: {stats.summary()}; model {segmenter.name} loaded in {load_s:.1f} s",

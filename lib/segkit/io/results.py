@@ -132,8 +132,10 @@ class CocoResults(Sink):
         return []
 
     def close(self, ok: bool) -> None:
+        # written on every way out (Ctrl+C, SIGTERM, a model error: ``ok`` False) with the images
+        # done so far, as failures.jsonl is: what a stopped run finished is not thrown away
         stats = self._stats
-        if not ok or stats is None or not stats.done + stats.skipped:
+        if stats is None or not stats.done + stats.skipped:
             return
         if self.cache is not None:
             self.count = self.cache.merge(self.items or [], self.json_path, self.id_map)
@@ -152,6 +154,14 @@ def write_failures(out_dir: Path, failures: Iterable[tuple[Path | str, str]]) ->
     return path
 
 
+def _same_file(path: Path | str) -> str:
+    """One spelling per file (./a.jpg, a.jpg, /abs/a.jpg), to match earlier failures.jsonl lines."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return str(path)
+
+
 def read_failures(out_dir: Path) -> Iterator[dict]:
     path = Path(out_dir) / "failures.jsonl"
     if path.is_file():
@@ -163,12 +173,14 @@ def read_failures(out_dir: Path) -> Iterator[dict]:
 class Failures(Sink):
     """``<out>/failures.jsonl``, written when the run closes, even when it was interrupted.
 
-    ``replace=False`` (segment_image): only when something failed, so it never wipes a
-    concurrent folder run's list. On a full disk it says so in one line instead of failing the
-    exit code with a second error. ``path`` is the file once written."""
+    ``replace=False`` (segment_image): the earlier lines stay, but those of ``redone`` (this
+    run's inputs: done again now, or failed again and listed anew) go; the file is only written
+    when that changes it. On a full disk it says so in one line instead of failing the exit code
+    with a second error. ``path`` is the file once written, when it lists failures."""
 
-    def __init__(self, out_dir: Path, replace: bool = True):
+    def __init__(self, out_dir: Path, replace: bool = True, redone: Iterable[Path | str] = ()):
         self.out_dir, self.replace = Path(out_dir), replace
+        self.redone = {_same_file(p) for p in redone}
         self.failures: list[tuple[Path | str, str]] = []
         self.path: Path | None = None
         self._lock = threading.Lock()
@@ -179,10 +191,19 @@ class Failures(Sink):
             self.failures.append((frame.path if frame.path is not None else frame.name, reason))
 
     def close(self, ok: bool) -> None:
-        if not self.failures and not self.replace:
-            return
+        listed = self.failures
+        if not self.replace:
+            try:
+                earlier = [(f["file"], f["reason"]) for f in read_failures(self.out_dir)]
+            except (OSError, ValueError, KeyError, TypeError):
+                earlier = []  # unreadable: replaced by this run's list
+            kept = [(f, r) for f, r in earlier if _same_file(f) not in self.redone]
+            if not self.failures and len(kept) == len(earlier):
+                return  # nothing to add, nothing stale: leave the file (or its absence) alone
+            listed = kept + self.failures
         try:
-            self.path = write_failures(self.out_dir, self.failures)
+            path = write_failures(self.out_dir, listed)
+            self.path = path if listed or self.replace else None
         except OutputError as e:
             # with nothing to list, or when a full disk was already reported, that line was enough
             if self.failures and not (e.disk_full and any("no space left" in str(r) for _, r in self.failures)):

@@ -109,8 +109,8 @@ class OutputLock:
         except OSError:
             os.close(self._fd)
             self._fd = None
-            raise UsageError(f"{self.path.parent.parent}: another segment_folder run is writing "
-                             "into this folder") from None
+            raise UsageError(f"{self.path.parent.parent}: a segment_folder run is writing into this "
+                             "folder; wait for it to end or choose another -o") from None
         return self
 
     def __exit__(self, *exc):
