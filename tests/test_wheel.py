@@ -48,7 +48,8 @@ def test_wheel_carries_command_models_and_registry(wheel):
     for f in ["segkit/model_zoo/zoo.yaml", "segkit/model_zoo/person_selfie_coco/model.tflite",
               "segkit/model_zoo/person_selfie_coco/zoo.yaml", "segkit/model_zoo/person_selfie_coco/NOTICE.md",
               "segkit/model_zoo/selfie_segmentation/selfie_segmentation.tflite",
-              "segkit/defaults.yaml", "segkit/commands/image.py", "segkit/zoo/registry.py"]:
+              "segkit/defaults.yaml", "segkit/commands/image.py", "segkit/zoo/registry.py",
+              "segkit/serve/static/index.html", "segkit/serve/static/app.js", "segkit/serve/static/style.css"]:
         assert f in names, f
     assert not any("downloads" in n or n.endswith(".keras") for n in names)
 

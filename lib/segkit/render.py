@@ -132,8 +132,10 @@ class Background:
         return self.kind == "transparent"
 
 
-def parse_background(spec: str) -> Background:
-    """'white' | 'transparent' | 'blur' | 'blur:25' | '#00ff00' | '0,255,0' | 'green' | IMAGE path."""
+def parse_background(spec: str, files: bool = True) -> Background:
+    """'white' | 'transparent' | 'blur' | 'blur:25' | '#00ff00' | '0,255,0' | 'green' | IMAGE path.
+
+    ``files=False`` (the server): an image path is refused without looking at the file system."""
     s = spec.strip()
     low = s.lower()
     if low == "transparent":
@@ -151,6 +153,8 @@ def parse_background(spec: str) -> Background:
         if max(rgb) > 255:
             raise UsageError(f"--background {spec}: colour components must be 0..255")
         return Background("color", color=rgb)
+    if not files:
+        raise UsageError(f"--background {spec!r}: not white|transparent|blur|COLOR (name, #rrggbb, r,g,b)")
     p = Path(s)
     if p.is_file():
         from segkit.errors import InputError

@@ -22,6 +22,7 @@ COMMANDS = {
     "fetch": ("fetch", "fetch_model.py", "list, download and verify zoo models"),
     "soup": ("soup", "soup_models.py", "average fine-tuning runs into one model"),
     "convert": ("convert", "convert_yolo.py", "convert a YOLO-seg .pt to TFLite ahead of first use"),
+    "serve": ("serve", "serve.py", "HTTP API and web page: upload a photo, get the cut-out"),
 }
 
 

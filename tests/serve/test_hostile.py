@@ -1,0 +1,231 @@
+"""Hostile clients get a 4xx JSON {"error": ...} in words (never a 500), and the server stays up:
+bad uploads, huge bodies, unknown models and classes, server paths, a full queue, clients that
+leave mid-upload or mid-response, and a stop while requests are in flight."""
+from __future__ import annotations
+
+import io
+import signal
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from PIL import Image
+
+from conftest import running, start_process
+
+
+def _post(base_url, body: bytes, query: str = "") -> httpx.Response:
+    return httpx.post(f"{base_url}/v1/segment{'?' + query if query else ''}", content=body, timeout=60)
+
+
+def _refused(r: httpx.Response, status: int, *words: str) -> str:
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"] == "application/json"
+    message = r.json()["error"]
+    assert all(w in message for w in words), message
+    assert "Traceback" not in message
+    return message
+
+
+def _bomb_png() -> bytes:
+    """A 12000 x 12000 PNG of one colour (144 Mpix, over the 100 Mpix limit) in a few kB."""
+    buf = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _healthy(base_url, photo, service=None):
+    assert _post(base_url, photo, "format=mask").status_code == 200
+    if service is not None:
+        deadline = time.monotonic() + 10
+        while service.in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert service.in_flight == 0  # every admitted request was let go
+
+
+def test_bad_uploads_are_refused_in_words(base_url, photo):
+    _refused(_post(base_url, b"plain text, not a picture"), 415, "not an image")
+    _refused(_post(base_url, b""), 400, "empty")
+    _refused(_post(base_url, photo[: len(photo) // 2]), 422, "truncated")
+    bomb = _bomb_png()
+    assert len(bomb) < 100_000
+    _refused(_post(base_url, bomb), 413, "144,000,000 pixels", "limit of 100,000,000")
+    r = httpx.post(f"{base_url}/v1/segment", files={"notes": ("a.txt", b"x")}, data={"format": "mask"})
+    _refused(r, 415, "not an image")
+    r = httpx.post(f"{base_url}/v1/segment", files={"format": (None, "mask")})  # a form without a file
+    _refused(r, 400, "no file")
+
+
+def test_bad_options_are_refused_in_words(base_url, photo):
+    _refused(_post(base_url, photo, "model=no_such_model"), 404, "unknown model 'no_such_model'")
+    _refused(_post(base_url, photo, "model=mask_rcnn_inception_v2_coco_2018_01_28"), 404, "not installed")
+    _refused(_post(base_url, photo, "classes=dog"), 400, "classes dog", "cannot produce")
+    _refused(_post(base_url, photo, "classes=unicorn"), 400, "unicorn")
+    _refused(_post(base_url, photo, "threshold=1.5"), 400, "threshold", "outside 0..1")
+    _refused(_post(base_url, photo, "threshold=nan"), 400, "threshold")
+    _refused(_post(base_url, photo, "threshold=abc"), 400, "threshold", "not a number")
+    _refused(_post(base_url, photo, "max_instances=0"), 400, "max_instances")
+    _refused(_post(base_url, photo, "format=gif"), 400, "format")
+    _refused(_post(base_url, photo, "background=blur:1e9&format=cutout"), 400, "blur")
+    _refused(_post(base_url, photo, "background=blur:x&format=cutout"), 400, "background")
+
+
+def test_no_request_can_name_a_server_path(base_url, photo, tmp_path):
+    secret = tmp_path / "background.png"
+    Image.new("RGB", (8, 8), "red").save(secret)
+    # models by zoo name only: a path is an unknown model, whatever is there
+    _refused(_post(base_url, photo, "model=../../etc/passwd"), 404, "unknown model")
+    _refused(_post(base_url, photo, f"model={tmp_path}"), 404, "unknown model")
+    # a background image is a file on the server: refused without looking at it
+    _refused(_post(base_url, photo, f"background={secret}&format=cutout"), 400, "background")
+    # options that name files on the command line do not exist here
+    for name in ("model_path", "output", "json", "config", "save_masks"):
+        _refused(_post(base_url, photo, f"{name}={tmp_path}/x"), 400, "unknown parameter", name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["background.png"]
+    # the page's static files cannot climb out of their folder
+    r = httpx.get(f"{base_url}/static/../../../../etc/passwd")
+    assert r.status_code == 404 and "root:" not in r.text
+    r = httpx.get(f"{base_url}/static/%2e%2e/%2e%2e/service.py")
+    assert r.status_code == 404 and "import" not in r.text
+
+
+def _raw(base_url) -> socket.socket:
+    host, port = urlsplit(base_url).hostname, urlsplit(base_url).port
+    return socket.create_connection((host, port), timeout=30)
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        data += chunk
+        if b"\r\n\r\n" in data and b'"}' in data:
+            break
+    return data
+
+
+def test_a_200_mb_body_gets_413_without_being_read(service, base_url, photo):
+    # announced: refused on the headers alone, before a byte of the body
+    s = _raw(base_url)
+    s.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+              b"Content-Length: 209715200\r\n\r\n" + b"\xff" * 65536)
+    reply = _read_response(s)
+    s.close()
+    assert reply.startswith(b"HTTP/1.1 413") and b'"error"' in reply and b"over the limit" in reply
+    # not announced (chunked): read up to the limit, then refused; the rest is never sent
+    s = _raw(base_url)
+    s.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (1 << 20, b"\0" * (1 << 20))
+    sent = 0
+    try:
+        while sent < 200:
+            s.sendall(chunk)
+            sent += 1
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    s.shutdown(socket.SHUT_WR) if sent == 200 else None
+    reply = _read_response(s)
+    s.close()
+    assert b"413" in reply.split(b"\r\n", 1)[0], reply[:200]
+    assert sent < 200  # the server stopped reading near its 50 MB limit
+    _healthy(base_url, photo, service)
+
+
+def test_clients_that_leave_mid_upload_or_mid_response(service, base_url, photo):
+    before = _gone(base_url)
+    # mid-upload: half the announced body, then gone
+    s = _raw(base_url)
+    s.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(photo)
+              + photo[: len(photo) // 2])
+    time.sleep(0.2)
+    s.close()
+    # mid-response: a large PNG asked for, the connection closed before reading it
+    big = io.BytesIO()
+    Image.open(io.BytesIO(photo)).resize((2400, 1520)).save(big, "JPEG")
+    for _ in range(3):
+        s = _raw(base_url)
+        s.sendall(b"POST /v1/segment?format=overlay&ext=png HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                  % len(big.getvalue()) + big.getvalue())
+        s.recv(100)  # the answer has begun
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # reset, not a clean close
+        s.close()
+    _healthy(base_url, photo, service)
+    assert _gone(base_url) >= before + 1  # the upload that ended early was counted as a client gone
+
+
+def _gone(base_url) -> int:
+    import re
+
+    m = re.search(r'^segkit_requests_total\{method="POST",route="/v1/segment",status="499"\} (\d+)$',
+                  httpx.get(f"{base_url}/metrics").text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def test_a_full_queue_answers_503_with_retry_after(photo):
+    from segkit.serve.app import create_app
+    from segkit.serve.service import Service
+
+    service = Service(["person_selfie_coco"], workers=1, max_queue=1)
+    try:
+        with running(create_app(service)) as url:
+            # one request in progress: its upload has begun and not ended
+            slow = _raw(url)
+            slow.sendall(b"POST /v1/segment?format=mask HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                         % len(photo) + photo[:1000])
+            deadline = time.monotonic() + 10
+            while service.in_flight < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            r = _post(url, photo)
+            _refused(r, 503, "busy")
+            assert int(r.headers["retry-after"]) >= 1
+            slow.sendall(photo[1000:])  # the first one completes normally
+            assert _read_response_status(slow) == 200
+            slow.close()
+            assert _post(url, photo, "format=mask").status_code == 200  # and the queue is free again
+    finally:
+        service.close()
+
+
+def _read_response_status(sock: socket.socket) -> int:
+    head = b""
+    while b"\r\n" not in head:
+        head += sock.recv(4096)
+    return int(head.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_lets_requests_in_flight_finish(photo, sig, code):
+    proc, url = start_process("--workers", "1")
+    try:
+        assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
+        # two requests in flight: uploads begun, not finished
+        socks = []
+        for _ in range(2):
+            s = _raw(url)
+            s.sendall(b"POST /v1/segment?format=mask HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                      % len(photo) + photo[:5000])
+            socks.append(s)
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        time.sleep(0.5)
+        assert proc.poll() is None  # still serving them
+        for s in socks:
+            s.sendall(photo[5000:])
+            assert _read_response_status(s) == 200
+            s.close()
+        assert proc.wait(timeout=60) == code
+        err = proc.stderr.read()
+        assert "Traceback" not in err and "answered" in err
+        with pytest.raises(httpx.ConnectError):  # and it no longer listens
+            httpx.get(f"{url}/healthz", timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
