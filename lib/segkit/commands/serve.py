@@ -23,8 +23,6 @@ server exits (130 / 143).
 
 exit codes: 1 a model cannot load or the port cannot be bound, 2 bad arguments, 130 / 143 stopped"""
 
-EXIT_TERMINATED = 143
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(prog=cli.prog("serve.py"), description=__doc__, epilog=EPILOG,
@@ -69,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.token is not None and not args.token.strip():
         raise UsageError("--token: empty")
 
-    from segkit.flow import Terminated, sigterm_raises
+    from segkit.flow import EXIT_TERMINATED, Terminated, sigterm_raises
     from segkit.serve.server import is_loopback, listen, serve_forever, url
 
     try:
