@@ -49,7 +49,8 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> Non
     known, _ = pre.parse_known_args(argv)
     cfg = load_config(known.config)
     dests = {a.dest for a in parser._actions}
-    parser.set_defaults(**{k: v for k, v in cfg.items() if k in dests})
+    # a section of settings (``track:``) is not its flag's value: --track stays off unless given
+    parser.set_defaults(**{k: v for k, v in cfg.items() if k in dests and not isinstance(v, dict)})
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
