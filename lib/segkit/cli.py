@@ -229,3 +229,18 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
         where = e.filename if e.filename is not None else "segkit"
         error(f"{where}: {os_problem(e)}")
         return EXIT_FAILED
+
+
+def add_track_output_args(p: argparse.ArgumentParser) -> None:
+    """--save-mots and --per-track: the outputs made of track ids (they need --track)."""
+    g = p.add_argument_group("tracked outputs (with --track)")
+    g.add_argument("--save-mots", metavar="FILE",
+                   help="write the tracks as a MOTS text file: 'frame track_id class_id height width rle' "
+                        "per object and frame (frame 1-based; class 1 car, 2 person as in MOTS, else "
+                        "100 + the COCO id; overlaps go to the higher score), what TrackEval reads")
+    g.add_argument("--per-track", metavar="DIR",
+                   help="write one cut-out video per track, DIR/<class>_<id>.mp4, everything but the "
+                        "object replaced by --background (default black); short tracks get none")
+    g.add_argument("--min-track-frames", type=_count, metavar="N",
+                   help=f"--per-track: no clip for a track seen in fewer than N frames (default "
+                        f"{DEFAULTS['min_track_frames']})")

@@ -244,3 +244,26 @@ def display_available() -> bool:
     import sys
 
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def build_track_outputs(opts, items=None, state_dir=None, fps: float | None = None) -> list:
+    """The sinks that read track ids: ``save_mots`` (MOTS text file) and ``per_track`` (a clip per
+    track, on ``background``, default black). Both need ``track``: without it, a UsageError in
+    one line. ``items`` + ``state_dir``: a resumable folder run (kept per frame, merged at the end)."""
+    wanted = [f"--{n.replace('_', '-')}" for n in ("save_mots", "per_track") if getattr(opts, n, None)]
+    if not wanted:
+        return []
+    if not getattr(opts, "track", False):
+        raise UsageError(f"{' and '.join(wanted)} need{'s' if len(wanted) == 1 else ''} track ids: add --track")
+    sinks = []
+    if getattr(opts, "save_mots", None):
+        from segkit.io.mots import MotsFile
+
+        sinks.append(MotsFile(opts.save_mots, cache=state_dir, items=items))
+    if getattr(opts, "per_track", None):
+        from segkit.io.per_track import PerTrackClips
+
+        sinks.append(PerTrackClips(opts.per_track, getattr(opts, "background", None), fps=fps, items=items,
+                                   state_dir=state_dir, min_frames=getattr(opts, "min_track_frames", None),
+                                   max_pixels=getattr(opts, "max_pixels", None)))
+    return sinks

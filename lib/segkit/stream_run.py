@@ -28,6 +28,7 @@ def segment_stream(args) -> int:
         raise UsageError("--background transparent: videos have no alpha channel; use a colour, blur or an image")
     result_filter = options.build_filter(args)
     tracker = options.build_tracker(args)
+    track_outputs = options.build_track_outputs(args)  # --save-mots, --per-track: need --track
     render = Renderer(background, args.alpha)
     say = (lambda *a, **k: None) if args.quiet else print
 
@@ -71,6 +72,7 @@ def segment_stream(args) -> int:
                 if window is not None:
                     from segkit.io.window import WindowSink
                     sinks.append(WindowSink(window, render))
+                sinks += track_outputs
                 say(f"segment_webcam: {source.name} {source.width}x{source.height} @ {source.fps:g} fps "
                     f"({'live' if source.live else 'every frame'}) -> {_destination(window, video, args)}; "
                     f"model {segmenter.name} loaded in {load_s:.1f} s", flush=True)
@@ -96,13 +98,26 @@ def segment_stream(args) -> int:
     elif stats.failed:  # frames of a folder that could not be read (each reported in one line)
         status = stats.exit_code()
     if source is not None:
-        print(f"segment_webcam: {stats.summary('frames', _details(stats, source, video, tracker))}; model {segmenter.name}",
-              file=sys.stderr if args.quiet else sys.stdout, flush=True)
+        print(f"segment_webcam: {stats.summary('frames', _details(stats, source, video, tracker) + _written(track_outputs))}"
+              f"; model {segmenter.name}", file=sys.stderr if args.quiet else sys.stdout, flush=True)
     if video is not None and video.writer.error is not None:
         # never exit 0 with a file that does not play: nothing is left at the final path
         report_error(f"{video.path}: writing video failed, nothing written ({video.writer.error})")
         status = status or EXIT_FAILED
     return status
+
+
+def _written(track_outputs) -> list[str]:
+    """The summary's words for --save-mots and --per-track."""
+    from segkit.io.mots import MotsFile
+
+    parts = []
+    for sink in track_outputs:
+        if isinstance(sink, MotsFile):
+            parts.append(f"MOTS {sink.path} ({sink.lines} objects)" if sink.path else "no MOTS file written")
+        else:
+            parts.append(f"{len(sink.written)} per-track clip{'s' if len(sink.written) != 1 else ''} in {sink.out_dir}")
+    return parts
 
 
 def _name_leftovers(writer, say) -> None:
@@ -128,7 +143,8 @@ def _destination(window, video, args) -> str:
         return "window (q or Esc quits)" + (f" + {video.path}" if video else "")
     why = "--no-show" if args.no_show else ("no display (DISPLAY is not set)" if not options.display_available()
                                             else "window failed")
-    return f"headless, {why}" + (f", writing {video.path}" if video else "; nothing is saved without --output")
+    saved = getattr(args, "save_mots", None) or getattr(args, "per_track", None)
+    return f"headless, {why}" + (f", writing {video.path}" if video else "" if saved else "; nothing is saved without --output")
 
 
 def _details(stats: RunStats, source, video, tracker=None) -> list[str]:

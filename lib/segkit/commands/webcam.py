@@ -23,6 +23,8 @@ EPILOG = """examples:
   segment_webcam.py --source clip.mp4 --output clip_seg.mp4        # every frame of a file
   segment_webcam.py --source rtsp://192.168.1.20/stream --duration 60 --output cam.mp4
   segment_webcam.py --source frames/ --model yolov5s_seg_coco --track --output tracked.mp4
+  segment_webcam.py --source clip.mp4 --model yolov5s_seg_coco --classes person --track \
+      --save-mots clip_mots.txt --per-track clips/                   # MOTS file, one clip per person
 
 exit codes: 0 done (q, window closed, end of stream, --max-frames/--duration reached),
             1 error (camera cannot be opened, model failed; --output is still finalised),
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_model_args(p)
     cli.add_filter_args(p)
     cli.add_track_arg(p)
+    cli.add_track_output_args(p)
     g = p.add_argument_group("outputs")
     g.add_argument("--background", metavar="BG",
                    help="replace everything but the selected classes: white, blur[:SIGMA], a colour "

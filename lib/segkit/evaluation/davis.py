@@ -273,9 +273,10 @@ def evaluate_davis(root: str | Path, segmenter, result_filter, make_tracker, seq
         items = list(enumerate((p, f"{name}/{p.stem}") for p in frames))
         # frame indices in order: the tracker predicts motion over them
         with Frames(prefetch_map(lambda x: read_frame(x[1], index=x[0]), items, 1, 4), name, len(items)) as source:
+            tracker = make_tracker()
             stats = run(source, segmenter, [Call(score)], result_filter=result_filter,
-                        policy=Policy(writers=1, max_pending=4), tracker=make_tracker(),
-                        on_error=on_error or (lambda line: None))
+                        policy=Policy(writers=1, max_pending=4), on_error=on_error or (lambda line: None),
+                        **({"tracker": tracker} if tracker is not None else {}))
         failed = [str(f.path) for f in stats.failures]
         scores.append(scorer.score(stats.model_s + getattr(stats, "track_s", 0.0), failed))
     return scores

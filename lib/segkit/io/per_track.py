@@ -3,12 +3,13 @@
 ``--background`` (default ``black``, :data:`DEFAULT_BACKGROUND`: the usual matte, and flat, so
 the clips stay small; ``white``, a colour, ``blur`` or an image also work; videos have no alpha).
 
-- Tracks seen in fewer than ``per_track_min_frames`` frames (segkit/defaults.yaml) are skipped:
-  flickering false detections would otherwise each leave a clip.
+- Tracks seen in fewer than ``min_track_frames`` frames (``--min-track-frames``, default in
+  segkit/defaults.yaml) are skipped: flickering false detections would otherwise each leave a clip.
 - Memory is bounded: a clip's encoder starts once its track reaches the minimum, frames before
   that wait in memory (at most ``min_frames`` pictures per such track), and a track unseen for
-  ``per_track_idle_frames`` frames is finalised (its encoder released) or, when still short,
-  forgotten. A track that comes back after that starts a second clip (``person_3_2.mp4``).
+  longer than the tracker keeps lost tracks (``track: max_age``, after which the tracker never
+  gives its id again) is finalised (its encoder released) or, when still short, forgotten. A
+  track that comes back after that anyway starts a second clip (``person_3_2.mp4``).
 - Every clip is written by the project's :class:`AtomicVideoWriter`: it appears whole, when its
   track ends or the run does (also when the run is interrupted: the clips of what was seen).
 
@@ -66,8 +67,8 @@ class ClipCutter:
                  min_frames: int | None = None, idle_frames: int | None = None):
         self.out_dir = Path(out_dir)
         self.background, self.fps = background, fps
-        self.min_frames = max(1, int(DEFAULTS["per_track_min_frames"] if min_frames is None else min_frames))
-        self.idle_frames = int(DEFAULTS["per_track_idle_frames"] if idle_frames is None else idle_frames)
+        self.min_frames = max(1, int(DEFAULTS["min_track_frames"] if min_frames is None else min_frames))
+        self.idle_frames = int((DEFAULTS.get("track") or {}).get("max_age", 30) if idle_frames is None else idle_frames)
         self.clips: dict[int, _Clip] = {}
         self.parts: dict[int, int] = {}   # track id -> clips started (a track that came back)
         self.written: list[Path] = []     # finished clips

@@ -1,0 +1,82 @@
+"""--save-mots and --per-track on the command line (segment_webcam.py; segment_folder.py with --track)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from conftest import REPO, shared_path
+from fixtures.clips import SAMPLE
+from segkit import cli
+
+
+def webcam(capsys, monkeypatch, *args) -> tuple[int, str, str]:
+    from segkit.commands import webcam as mod
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code = cli.run_main(mod.main, [str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def read_mots(path):
+    rows = []
+    for line in path.read_text().splitlines():
+        frame, tid, cls, h, w, rle = line.split(" ")
+        mask = mask_utils.decode({"size": [int(h), int(w)], "counts": rle.encode()}).astype(bool)
+        rows.append((int(frame), int(tid), int(cls), mask))
+    return rows
+
+
+@pytest.mark.parametrize("flag", ["--save-mots", "--per-track"])
+def test_tracked_outputs_without_track_are_refused_in_one_line(flag, tmp_path, capsys, monkeypatch):
+    code, _, err = webcam(capsys, monkeypatch, "--source", tmp_path, flag, tmp_path / "x.txt", "--no-show")
+    assert code == 2 and err.count("\n") == 1 and f"{flag} needs track ids: add --track" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_person_frames_give_a_mots_file_and_a_clip_per_track(tmp_path, capsys, monkeypatch):
+    """The default person model on 8 frames panning over a photo of a person."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    photo = cv2.imread(str(SAMPLE))
+    h, w = photo.shape[:2]
+    for i in range(8):
+        crop = photo[:, 8 * i:8 * i + min(w - 64, int(h * 4 / 3))]
+        cv2.imwrite(str(frames / f"{i:05d}.jpg"), cv2.resize(crop, (160, 120), interpolation=cv2.INTER_AREA))
+    code, stdout, err = webcam(capsys, monkeypatch, "--source", frames, "--track", "--no-show",
+                               "--min-track-frames", 4, "--save-mots", tmp_path / "out" / "tracks.txt",
+                               "--per-track", tmp_path / "clips")
+    assert code == 0, err
+    rows = read_mots(tmp_path / "out" / "tracks.txt")
+    assert rows and {r[2] for r in rows} == {2}  # people are MOTS pedestrians
+    assert {r[0] for r in rows} <= set(range(1, 9)) and max(r[0] for r in rows) == 8
+    assert all(r[3].shape == (120, 160) and r[3].any() for r in rows)
+    per_frame = {}
+    for frame, tid, _, mask in rows:
+        assert not (per_frame.get(frame, np.zeros((120, 160), bool)) & mask).any()  # no overlaps
+        per_frame[frame] = per_frame.get(frame, np.zeros((120, 160), bool)) | mask
+    long_tracks = {t for t in {r[1] for r in rows} if sum(r[1] == t for r in rows) >= 4}
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == sorted(f"person_{t}.mp4" for t in long_tracks)
+    assert "MOTS" in stdout and "per-track clip" in stdout
+
+
+def test_the_issues_davis_command_writes_a_mots_file(tmp_path, capsys, monkeypatch):
+    """segment_webcam --source DAVIS/dog --model yolov5s_seg_coco_int8 --classes dog --track
+    --save-mots dog.txt --no-show, on its first frames."""
+    dog = shared_path("davis2016", "JPEGImages", "480p", "dog")
+    if not (REPO / "model_zoo" / "downloads").exists():
+        pytest.skip("no model download cache")
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = webcam(capsys, monkeypatch, "--source", dog, "--model", "yolov5s_seg_coco_int8",
+                               "--classes", "dog", "--track", "--save-mots", "dog.txt", "--no-show",
+                               "--no-download", "--max-frames", 4)
+    assert code == 0, err
+    rows = read_mots(tmp_path / "dog.txt")
+    assert [r[0] for r in rows] == [1, 2, 3, 4]
+    assert {r[1] for r in rows} == {1} and {r[2] for r in rows} == {118}  # one dog track, 100 + COCO 18
+    gt = cv2.imread(str(shared_path("davis2016", "Annotations", "480p", "dog", "00000.png")), 0) > 0
+    first = rows[0][3]
+    assert first.shape == (480, 854) and (first & gt).sum() / (first | gt).sum() > 0.5
