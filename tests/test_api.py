@@ -66,8 +66,8 @@ def test_load_model_takes_a_path(seg, image):
 
 
 def test_filters_apply_to_every_result(image, seg):
-    with segkit.load_model(classes="dog") as m:  # a person model asked for dogs: nothing kept
-        assert not m(image).foreground().any()
+    with segkit.load_model(classes="person") as m:
+        assert np.array_equal(m(image).foreground(), seg.foreground())
     with segkit.load_model(threshold=0.95) as m:
         strict = m(image).foreground()
     assert strict.sum() < seg.foreground().sum() and not (strict & ~seg.foreground()).any()
@@ -78,6 +78,77 @@ def test_filters_apply_to_every_result(image, seg):
 def test_bad_image_is_refused(model):
     with pytest.raises(ValueError, match="RGB uint8"):
         model(np.zeros((8, 8), np.float32))
+
+
+# --------------------------------------------------------------------------- issue #24 part 5
+@pytest.mark.parametrize("thing", [None, 42, np.uint8(3), 2.5, {"image": 1}, object()])
+def test_what_is_not_an_image_is_a_type_error_naming_what_is_accepted(model, thing):
+    with pytest.raises(TypeError, match=r"takes an image file path .* a PIL\.Image, encoded image bytes "
+                                        r"\(JPEG, PNG\.\.\.\), or a list of those; got "):
+        model(thing)
+    with pytest.raises(TypeError, match="or a list of those"):
+        model([IMAGE, thing])
+
+
+def test_pil_images_and_encoded_bytes_give_the_array_result(model, image, seg):
+    from PIL import Image
+
+    assert np.array_equal(model(Image.fromarray(image)).foreground(), seg.foreground())
+    assert np.array_equal(model(Image.fromarray(image).convert("RGBA")).foreground(), seg.foreground())
+    png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+    assert np.array_equal(model(png).foreground(), seg.foreground())
+    jpeg = IMAGE.read_bytes()
+    both = model([jpeg, bytearray(png)])
+    assert np.array_equal(both[0].foreground(), model(IMAGE).foreground())
+    assert np.array_equal(both[1].foreground(), seg.foreground())
+    with pytest.raises(ValueError, match="image bytes: "):
+        model(b"not an image")
+
+
+@pytest.mark.parametrize("shape", [(0, 0, 3), (0, 5, 3), (5, 0, 3)])
+def test_empty_arrays_are_a_value_error(model, shape):
+    with pytest.raises(ValueError, match="empty image"):
+        model(np.zeros(shape, np.uint8))
+
+
+def test_the_yolo_letterbox_refuses_an_empty_image_instead_of_dividing_by_zero():
+    from segkit.models.yolo_seg import letterbox
+
+    with pytest.raises(ValueError, match="empty image"):
+        letterbox(np.zeros((0, 0, 3), np.uint8), 64)
+
+
+@pytest.mark.parametrize("kwargs, cli_flags", [
+    ({"threshold": 2}, ["--threshold", "2"]),
+    ({"threshold": float("nan")}, ["--threshold", "nan"]),
+    ({"max_instances": -3}, ["--max-instances", "-3"]),
+    ({"max_instances": 0}, ["--max-instances", "0"]),
+    ({"classes": "dog"}, ["--classes", "dog"]),
+    ({"classes": ""}, ["--classes", ""]),
+    ({"min_area": -1}, ["--min-area", "-1"]),
+])
+def test_load_model_checks_options_as_the_command_line_does_in_its_words(kwargs, cli_flags, tmp_path):
+    with pytest.raises(ValueError) as refused:
+        segkit.load_model(**kwargs)
+    r = subprocess.run([sys.executable, str(REPO / "bin" / "segment_image.py"), "-i", str(IMAGE), "-o",
+                        str(tmp_path), *cli_flags], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "PYTHONPATH": str(REPO / "lib")})
+    assert r.returncode == 2, r.stderr
+    cli_line = r.stderr.strip().removeprefix("segkit: error: ")
+    # argparse types add "argument --x: invalid parse value: '2'" around the same words
+    assert str(refused.value) in cli_line or str(refused.value).split(": ", 1)[1] in cli_line, \
+        (str(refused.value), cli_line)
+
+
+def test_one_model_called_from_8_threads_at_once(model, image, seg):
+    from concurrent.futures import ThreadPoolExecutor
+
+    small = cv2.resize(image, (160, 120))
+    expected = model(small).foreground()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: model(image if i % 4 == 0 else small), range(32)))
+    for i, r in enumerate(results):
+        assert np.array_equal(r.foreground(), seg.foreground() if i % 4 == 0 else expected)
 
 
 def test_plot_draws_over_the_segmented_pixels_only(seg, image):

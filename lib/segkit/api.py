@@ -6,6 +6,7 @@ A thin layer over what the scripts use (``load_segmenter``, ``Filter``, ``flow.r
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -21,12 +22,23 @@ from segkit.io.sources import Frame, read_image
 _CONFIG = object()  # "not given": take the packaged default (segkit/defaults.yaml), as the scripts do
 
 
+#: what a Model can be called on, in the words of its TypeError
+ACCEPTED = ("an image file path (str or os.PathLike), an RGB uint8 numpy array [H,W,3], a PIL.Image, "
+            "encoded image bytes (JPEG, PNG...), or a list of those")
+
+
 class Model:
-    """A loaded segmenter plus what to keep of its results. Call it on RGB uint8 images
-    (``[H,W,3]`` arrays) or image file paths; a list gives a list."""
+    """A loaded segmenter plus what to keep of its results. Call it on an image file path, an
+    RGB uint8 ``[H,W,3]`` array, a PIL image or encoded bytes (JPEG/PNG); a list gives a list.
+    Anything else is a TypeError, an empty or undecodable image a ValueError.
+
+    Thread-safe: one Model may be called from many threads at once (a web app's request
+    threads, a thread pool). The calls take turns on the model, which uses every core for each
+    one itself (a LiteRT interpreter may not run two calls at once); decoding and filtering run
+    in the calling threads."""
 
     def __init__(self, segmenter: Segmenter, result_filter: Filter):
-        self.segmenter = segmenter
+        self.segmenter = _TakingTurns(segmenter)
         self.filter = result_filter
 
     @property
@@ -40,8 +52,8 @@ class Model:
 
         return dict(getattr(self.segmenter, "label_names", None) or COCO_CATEGORIES)
 
-    def __call__(self, images: np.ndarray | str | os.PathLike | Sequence) -> Segmentation | list[Segmentation]:
-        single = isinstance(images, (np.ndarray, str, os.PathLike))
+    def __call__(self, images) -> Segmentation | list[Segmentation]:
+        single = not isinstance(images, (list, tuple))
         batch = [_as_image(im) for im in ([images] if single else images)]
         frames = [Frame(im, str(i), index=i) for i, im in enumerate(batch)]
         segs = flow.segment(self.segmenter, frames, self.filter) if frames else []  # the run loop's model step
@@ -79,33 +91,90 @@ def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLik
     """A zoo name (None: the default person model, bundled), or a checkpoint on disk (``path=``,
     or a first argument naming an existing file / folder) -> a callable :class:`Model`.
 
-    ``classes`` ('person,dog', [1, 18]), ``threshold`` and ``max_instances`` filter every result
-    as the scripts' flags do; left out, threshold and max_instances take segkit/defaults.yaml's
-    values; None keeps everything.
+    ``classes`` ('person,dog', [1, 18]), ``threshold``, ``max_instances`` and ``min_area``
+    filter every result as the scripts' flags do, checked by the same rules with the same words
+    (a ValueError, before anything loads: ``threshold=2``, ``classes='dog'`` on a person-only
+    model...); left out, threshold and max_instances take segkit/defaults.yaml's values; None
+    keeps everything.
     """
+    from segkit import options
     from segkit.config import DEFAULTS
     from segkit.models import load_segmenter
 
     if path is None and model is not None and (isinstance(model, os.PathLike) or Path(model).exists()):
         model, path = None, model
-    segmenter = load_segmenter(model, str(path) if path is not None else None, download=download,
-                               progress=progress)
-    try:
-        wanted = parse_classes(classes, getattr(segmenter, "label_names", None))
-    except ValueError as e:
-        segmenter.close()
-        raise ValueError(f"classes: {e}") from None
-    return Model(segmenter, Filter(
-        wanted,
-        DEFAULTS["threshold"] if threshold is _CONFIG else threshold,
-        DEFAULTS["max_instances"] if max_instances is _CONFIG else max_instances,
-        min_area))
+    path = str(path) if path is not None else None
+    if classes is not None and not isinstance(classes, str):
+        classes = ",".join(str(c) for c in classes)
+    opts = options.Options(model=model, model_path=path, classes=classes,
+                           threshold=DEFAULTS["threshold"] if threshold is _CONFIG else threshold,
+                           max_instances=DEFAULTS["max_instances"] if max_instances is _CONFIG else max_instances,
+                           min_area=min_area)
+    options.validate(opts)  # OptionError: a ValueError, in the command line's words
+    # classes read against the model's zoo entry, before loading it; a .keras brings its own
+    # names inside the file, so those are read once it is loaded
+    known = options.classes_of_model(model, path)[1] if classes else None
+    wanted = options.parse_class_filter(opts) if known is not None else None
+    segmenter = load_segmenter(model, path, download=download, progress=progress)
+    if classes and known is None:
+        try:
+            wanted = parse_classes(classes, getattr(segmenter, "label_names", None))
+        except ValueError as e:
+            segmenter.close()
+            raise ValueError(f"--classes: {e}") from None
+    return Model(segmenter, Filter(wanted, opts.threshold, opts.max_instances, opts.min_area))
+
+
+class _TakingTurns:
+    """A segmenter whose ``segment`` calls take turns (a lock): LiteRT interpreters, TF sessions
+    and the adapters' scratch buffers are not safe to use from two threads at once. Everything
+    else (name, max_batch, prepare...) is the segmenter's own."""
+
+    def __init__(self, segmenter: Segmenter):
+        self._segmenter = segmenter
+        self._lock = threading.Lock()
+
+    def segment(self, *args, **kwargs):
+        with self._lock:
+            return self._segmenter.segment(*args, **kwargs)
+
+    def segment_one(self, image, min_score: float = 0.0):
+        return self.segment([image], min_score=min_score)[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._segmenter.close()
+
+    def __getattr__(self, name):
+        return getattr(self._segmenter, name)
 
 
 def _as_image(image) -> np.ndarray:
+    """One image as RGB uint8 [H,W,3], from whatever the caller passed (see ACCEPTED)."""
+    from segkit.errors import InputError
+    from segkit.io.sources import decode_image_bytes
+
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)  # the scripts' decoder: EXIF orientation, 16-bit, alpha, bombs
-    image = np.asarray(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        try:
+            return decode_image_bytes(bytes(image), "<bytes>")
+        except InputError as e:
+            raise ValueError(f"image bytes: {e.problem}") from None
+    if _is_pil(image):
+        image = np.asarray(image.convert("RGB"))
+    elif not isinstance(image, np.ndarray):
+        raise TypeError(f"segkit.Model takes {ACCEPTED}; got {type(image).__module__}.{type(image).__qualname__}"
+                        .replace("builtins.", ""))
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 image [H,W,3], got {image.dtype} {image.shape}")
+    if not image.shape[0] or not image.shape[1]:
+        raise ValueError(f"empty image: {image.shape[1]}x{image.shape[0]} pixels")
     return image
+
+
+def _is_pil(image) -> bool:
+    import sys
+
+    pil = sys.modules.get("PIL.Image")  # never imported here: a PIL image means PIL is loaded
+    return pil is not None and isinstance(image, pil.Image)

@@ -22,6 +22,11 @@ class UsageError(SegkitError):
     exit_code = 2
 
 
+class OptionError(UsageError, ValueError):
+    """An option value that is refused (threshold 2, classes a model cannot produce...): exit 2
+    on the command line, a ValueError to API callers, with the same words."""
+
+
 class InputError(SegkitError):
     """One input (image, video, folder) cannot be used; batch runs record it and go on."""
 

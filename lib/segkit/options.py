@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from segkit.config import DEFAULTS
-from segkit.errors import SegkitError, UsageError
+from segkit.errors import OptionError, SegkitError, UsageError
 
 
 @dataclass
@@ -91,10 +91,10 @@ def validate(opts) -> None:
             try:
                 check(v)
             except ValueError as e:
-                raise UsageError(f"--{name.replace('_', '-')}: {e}") from None
+                raise OptionError(f"--{name.replace('_', '-')}: {e}") from None
     classes = getattr(opts, "classes", None)
     if classes is not None and not str(classes).strip(" ,"):
-        raise UsageError("--classes: empty; give class names or ids ('person,dog' or '1,18'), or leave it out for all")
+        raise OptionError("--classes: empty; give class names or ids ('person,dog' or '1,18'), or leave it out for all")
 
 
 def classes_of_model(model: str | None, model_path: str | None) -> tuple[str, dict[int, str] | None]:
@@ -164,11 +164,11 @@ def parse_class_filter(opts, with_model: bool = True) -> set[int] | None:
     try:
         classes = parse_classes(opts.classes, own)
     except ValueError as e:
-        raise UsageError(f"--classes: {e}") from None
+        raise OptionError(f"--classes: {e}") from None
     missing = sorted(classes - set(known)) if classes and known is not None else []
     if missing:
         have = ", ".join(known.values()) if len(known) <= 5 else f"{len(known)} COCO classes"
-        raise UsageError(f"--classes {', '.join(class_name(c) for c in missing)}: model {name} cannot "
+        raise OptionError(f"--classes {', '.join(class_name(c) for c in missing)}: model {name} cannot "
                          f"produce {'it' if len(missing) == 1 else 'them'} (it has: {have}); pick a "
                          "model that has it, e.g. --model yolov5s_seg_coco (80 COCO classes)")
     return classes

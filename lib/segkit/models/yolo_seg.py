@@ -61,6 +61,8 @@ def letterbox(image: np.ndarray, size: int = DEFAULT_IMGSZ, pad_value: int = PAD
     Writes into ``out`` ([size,size,3] uint8) when given, so a batch is filled in place.
     """
     h, w = image.shape[:2]
+    if not h or not w:  # an empty image has no aspect ratio (was a ZeroDivisionError)
+        raise ValueError(f"empty image ({w}x{h} pixels)")
     r = min(size / h, size / w)
     nw, nh = int(round(w * r)), int(round(h * r))
     left, top = int(round((size - nw) / 2 - 0.1)), int(round((size - nh) / 2 - 0.1))
