@@ -92,3 +92,19 @@ def test_instance_overlay_labels_each_instance_with_its_name_and_score():
     rescored = overlay(img, replace(seg, scores=np.array([0.9, 0.3], np.float32)))
     renamed = overlay(img, replace(seg, class_ids=np.array([1, 22])))
     assert (rescored[band] != labelled[band]).any() and (renamed[band] != labelled[band]).any()
+
+
+def test_a_tracked_instance_keeps_its_colour_and_label_whatever_its_place():
+    """--track: the colour comes from the track id, the label says 'person #3 0.90'."""
+    from dataclasses import replace
+
+    from segkit.render import instance_label, track_colors
+    img = np.zeros((60, 80, 3), np.uint8)
+    seg = replace(_seg(), track_ids=np.array([3, 7], np.int64))
+    swapped = replace(seg, masks=seg.masks[::-1], boxes=seg.boxes[::-1], class_ids=seg.class_ids[::-1],
+                      scores=seg.scores[::-1], track_ids=seg.track_ids[::-1])
+    a, b = overlay(img, seg, labels=False), overlay(img, swapped, labels=False)
+    assert (a == b).all()  # same ids, same colours, in whatever order the instances come
+    assert tuple(a[20, 20]) != tuple(overlay(img, replace(seg, track_ids=np.array([4, 7])), labels=False)[20, 20])
+    assert (track_colors([3, 3, 9])[0] == track_colors([3])[0]).all()
+    assert instance_label(seg, 0) == "person #3 0.90" and instance_label(_seg(), 0) == "person 0.90"

@@ -112,3 +112,23 @@ def test_filter_keeps_track_ids_aligned_with_their_instances():
     kept = seg.filter(classes={1}, threshold=0.5)
     assert kept.track_ids.tolist() == [9]
     assert seg.filter().track_ids.tolist() == [8, 9, 7]  # best score first, ids follow
+
+
+def test_a_tracked_result_writes_its_ids_in_save_txt_and_coco():
+    """Ultralytics' track mode ends each save_txt line with the id (after the score)."""
+    from dataclasses import replace
+
+    masks = np.zeros((2, 40, 50), bool)
+    masks[0, 5:20, 5:20] = True
+    masks[1, 25:35, 30:45] = True
+    seg = Segmentation(40, 50, masks=masks, boxes=np.array([[5, 5, 20, 20], [30, 25, 45, 35]], np.float32),
+                       class_ids=np.array([1, 18], np.int32), scores=np.array([0.9, 0.6], np.float32),
+                       track_ids=np.array([4, 11], np.int64))
+    lines = seg.to_yolo_txt(with_conf=True).splitlines()
+    assert [ln.split()[0] for ln in lines] == ["0", "16"]
+    assert [ln.split()[-2:] for ln in lines] == [["0.9", "4"], ["0.6", "11"]]
+    assert [ln.split()[-1] for ln in seg.to_yolo_txt().splitlines()] == ["4", "11"]
+    assert [d["track_id"] for d in seg.to_coco(7)] == [4, 11]
+    untracked = replace(seg, track_ids=None)
+    assert "track_id" not in untracked.to_coco(7)[0]
+    assert len(untracked.to_yolo_txt().splitlines()[0].split()) == len(lines[0].split()) - 2

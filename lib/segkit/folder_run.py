@@ -15,6 +15,7 @@ from segkit.io.results import CocoResults, Failures, ResultsCache, load_image_id
 from segkit.io.resume import (Made, check_output_dir, differences, output_folder, plan_run, settings_changed,
                               unique_names)
 from segkit.io.sources import MAX_PIXELS, Frames, ImageFiles, expand_inputs, is_glob
+from segkit.track.resume import ResumingTracker, SavedDetections
 
 
 def settings(args, model_name: str, classes: set[int] | None = None) -> dict:
@@ -25,13 +26,29 @@ def settings(args, model_name: str, classes: set[int] | None = None) -> dict:
     return {"model": model_name, "classes": sorted(classes) if classes else None,
             "threshold": args.threshold, "max_instances": args.max_instances,
             "min_area": getattr(args, "min_area", None), "background": args.background,
-            "alpha": args.alpha if overlay else None, "save_conf": getattr(args, "save_conf", False)}
+            "alpha": args.alpha if overlay else None, "save_conf": getattr(args, "save_conf", False),
+            "track": getattr(args, "track", False)}
 
 
 def check_inputs(specs: list[str], remote=lambda spec: False) -> None:
     for spec in specs:
         if not remote(spec) and not Path(spec).is_dir() and not is_glob(spec):
             raise UsageError(f"{spec}: not a folder or glob (use segment_image.py for single images)")
+
+
+def track_inputs(args) -> tuple[list[tuple[Path, str]], dict[Path, int]]:
+    """--track: the frames of one folder (natural name order) or printf pattern, and their
+    frame indices."""
+    from segkit.io.frame_folder import list_frames
+
+    if len(args.input) != 1 or args.recursive:
+        raise UsageError("--track follows objects through one video: give one frame folder or "
+                         "printf pattern (frames/%05d.jpg) with -i, without --recursive")
+    if is_glob(args.input[0]):
+        raise UsageError(f"{args.input[0]}: --track takes a frame folder or a printf pattern "
+                         "(frames/%05d.jpg), not a glob: the frame order must be unambiguous")
+    frames = list_frames(args.input[0])
+    return [(p, n) for p, n, _ in frames], {p: i for p, _, i in frames}
 
 
 def no_images(args) -> UsageError:
@@ -59,8 +76,13 @@ def segment_folder(args) -> tuple[RunStats, str]:
     to do). Prints failures, the results file and the progress bar as it goes."""
     from tqdm import tqdm
 
-    check_inputs(args.input)
-    items = expand_inputs(args.input, recursive=args.recursive)
+    tracker = options.build_tracker(args)
+    index_of: dict[Path, int] = {}
+    if tracker is not None:  # one video's frames, in order
+        items, index_of = track_inputs(args)
+    else:
+        check_inputs(args.input)
+        items = expand_inputs(args.input, recursive=args.recursive)
     if args.pattern:
         items = [(p, n) for p, n in items if any(fnmatch.fnmatch(p.name, g) for g in args.pattern)]
     out_dir = Path(args.output or DEFAULTS["output"])
@@ -80,7 +102,12 @@ def segment_folder(args) -> tuple[RunStats, str]:
             sinks.append(results)
         made = Made(out_dir, now)  # last: its record says the input is complete, with these settings
         sinks = [made.first(), *sinks, made]
+        if tracker is not None:  # a frame is complete with its detections saved (track/resume.py)
+            sinks.insert(1, SavedDetections(out_dir))
         plan = plan_run(items, sinks, overwrite=args.overwrite)
+        if tracker is not None:
+            tracker = ResumingTracker(tracker, out_dir, [(n, index_of[p]) for p, n in items],
+                                      {n for _, n in plan.skipped})
         settings_changed(out_dir, now)
         failures = Failures(out_dir)
         stats, model = RunStats(skipped=len(plan.skipped), replaced=len(plan.stale)), ""
@@ -92,9 +119,10 @@ def segment_folder(args) -> tuple[RunStats, str]:
                       desc="segment_folder", dynamic_ncols=True) as bar, \
                     ImageFiles(plan.todo, args.max_pixels or MAX_PIXELS, workers=args.workers,
                                lookahead=max(4 * args.workers, 2 * segmenter.max_batch),
-                               prepare=segmenter.prepare) as source:
+                               prepare=segmenter.prepare,
+                               indices=[index_of[p] for p, _ in plan.todo] if tracker else None) as source:
                 stats = run(source, segmenter, sinks + [failures], result_filter=result_filter,
-                            policy=Policy.files(args.workers), progress=bar, stats=stats,
+                            policy=Policy.files(args.workers), progress=bar, stats=stats, tracker=tracker,
                             on_error=lambda line: tqdm.write(f"segkit: error: {line}", file=sys.stderr))
         else:  # nothing left to segment: earlier runs' results are still merged, failures reset
             stats = run(Frames([]), None, sinks + [failures], stats=stats)

@@ -164,12 +164,14 @@ class Segmentation:
         The polygon is the largest external contour of the mask (cv2.findContours); an empty
         mask or one whose contour has fewer than 3 points writes no line. The class is the
         contiguous 0..79 index of the 80 COCO classes for COCO-labelled results (what a YOLO
-        model trained on COCO writes), else the model's own class id. Empty result: "".
+        model trained on COCO writes), else the model's own class id. A tracked result ends each
+        line with the track id (after the score), as Ultralytics' track mode. Empty result: "".
         """
         inst = self.as_instances()
         coco = self.label_names is COCO_CATEGORIES or self.label_names == COCO_CATEGORIES
         lines = []
-        for m, cid, score in zip(inst.masks, inst.class_ids, inst.scores):
+        tracks = inst.track_ids if inst.track_ids is not None else [None] * len(inst)
+        for m, cid, score, tid in zip(inst.masks, inst.class_ids, inst.scores, tracks):
             contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             if not contours:
                 continue
@@ -180,6 +182,8 @@ class Segmentation:
             values = [coco80_index(cid) if coco else int(cid), *pts.reshape(-1)]
             if with_conf:
                 values.append(float(score))
+            if tid is not None:
+                values.append(int(tid))
             lines.append(" ".join(f"{v:g}" for v in values))
         return "".join(f"{line}\n" for line in lines)
 
@@ -187,7 +191,8 @@ class Segmentation:
         """COCO results format (what ``COCO.loadRes`` reads): bbox xywh + RLE segmentation.
 
         A semantic model's results (one mask per class) are marked ``"semantic": true`` so that
-        evaluate.py scores them with IoU rather than AP without being told.
+        evaluate.py scores them with IoU rather than AP without being told; a tracked result's
+        carry their ``"track_id"``.
         """
         from pycocotools import mask as mask_utils
 
@@ -195,7 +200,8 @@ class Segmentation:
         if not len(inst):
             return []
         results = []
-        for m, box, cid, score in zip(inst.masks, inst.boxes, inst.class_ids, inst.scores):
+        tracks = inst.track_ids if inst.track_ids is not None else [None] * len(inst)
+        for m, box, cid, score, tid in zip(inst.masks, inst.boxes, inst.class_ids, inst.scores, tracks):
             # pycocotools wants Fortran-ordered uint8; one mask at a time is 3x faster than
             # transposing the whole [N,H,W] stack (bool and uint8 share their bytes).
             rle = mask_utils.encode(np.asfortranarray(m.view(np.uint8)))
@@ -206,6 +212,8 @@ class Segmentation:
                             "score": round(float(score), 5), "segmentation": rle})
             if self.is_semantic:
                 results[-1]["semantic"] = True
+            if tid is not None:
+                results[-1]["track_id"] = int(tid)
         return results
 
     to_coco_results = to_coco  # the name sinks and scripts have used

@@ -14,6 +14,7 @@ EPILOG = """examples:
   segment_folder.py -i photos/ --recursive --pattern '*.jpg' --background white --save-masks
   segment_folder.py -i 'shots/**/*.png' --model-path exported/saved_model --classes person,dog --json
   segment_folder.py -i val2017/ --json --coco-annotations instances_val2017.json
+  segment_folder.py -i frames/ --track --model yolov5s_seg_coco --save-txt --json   # a video's frames
 
 Run it again to finish an interrupted run: complete outputs are skipped (--overwrite redoes them).
 Files that cannot be read are listed in OUT/failures.jsonl and the run goes on.
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_output_args(p, json_help="write one COCO results JSON (RLE masks, loadable by COCO.loadRes) "
                                      "for the whole folder; default name results.json in the output folder")
     g = p.add_argument_group("folder runs")
+    g.add_argument("--track", action="store_true",
+                   help="-i is one video's frames (a folder in name order, or a printf pattern such as "
+                        "frames/%%05d.jpg): follow objects across them, each keeping one id in every "
+                        "output; a killed run, run again, gives the same ids")
     g.add_argument("--coco-annotations", metavar="JSON",
                    help="COCO annotation file whose image ids (matched by file_name) the results JSON uses; "
                         "default: the file stem when it is a number")
@@ -54,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
+    if args.runner == "beam" and args.track:
+        raise cli.UsageError("--track needs the frames in order on one machine: use --runner local")
     if args.runner == "beam":
         from segkit.beam_runner import run_folder
         stats, model = run_folder(args)

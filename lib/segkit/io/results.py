@@ -48,6 +48,16 @@ def load_image_ids(annotation_file: str | os.PathLike) -> dict[str, int]:
         raise UsageError(f"{p}: not a COCO annotation file ({type(e).__name__}: {e})") from None
 
 
+def coco_detections(frame: Frame, seg: Segmentation, image_id) -> list[dict]:
+    """``seg``'s COCO results; a tracked run's also carry the frame index (beside track_id), so
+    the detections of one track can be put in order without the file names."""
+    dets = seg.to_coco_results(image_id)
+    if seg.track_ids is not None:
+        for d in dets:
+            d["frame_index"] = int(frame.index)
+    return dets
+
+
 class ResultsCache:
     """Per-image COCO results under ``<out>/.segkit/results/``, merged into one JSON at the end.
 
@@ -65,7 +75,7 @@ class ResultsCache:
         return self.path(name).is_file()
 
     def put(self, frame: Frame, seg: Segmentation) -> None:
-        dets = seg.to_coco_results(0)
+        dets = coco_detections(frame, seg, 0)
         for d in dets:
             del d["image_id"]
         record = {"file": str(frame.path), "height": seg.height, "width": seg.width, "results": dets}
@@ -126,7 +136,7 @@ class CocoResults(Sink):
         if self.cache is not None:
             self.cache.put(frame, seg)  # the flow writes it last: a results file means the image is done
             return []
-        res = seg.to_coco_results(coco_image_id(frame.name, self.id_map))
+        res = coco_detections(frame, seg, coco_image_id(frame.name, self.id_map))
         with self._lock:
             self._results.extend(res)
         return []

@@ -313,9 +313,19 @@ class ImageFiles(Frames):
     ``prepare``: the model's Segmenter.prepare, run on the same threads after decoding."""
 
     def __init__(self, items: list[tuple[Path, str]], max_pixels: int = MAX_PIXELS, workers: int = 2,
-                 lookahead: int | None = None, prepare: Callable[[np.ndarray], object] | None = None):
+                 lookahead: int | None = None, prepare: Callable[[np.ndarray], object] | None = None,
+                 indices: list[int] | None = None):
         read = partial(read_frame, max_pixels=max_pixels)
         if prepare is not None:
             read = partial(_read_and_prepare, read, prepare)
+        if indices is not None:  # frames of a video (--track): each keeps its place in the sequence
+            read, items = partial(_read_indexed, read), list(zip(items, indices))
         super().__init__(prefetch_map(read, items, max(1, workers), lookahead or 4 * max(1, workers)),
                          total=len(items))
+
+
+def _read_indexed(read: Callable[[tuple[Path, str]], Frame], item_index) -> Frame:
+    item, index = item_index
+    frame = read(item)
+    frame.index = index
+    return frame

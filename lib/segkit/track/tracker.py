@@ -145,9 +145,14 @@ class Tracker:
 
         ``frame_index`` must grow from call to call; a gap is predicted over. A semantic result
         is first split into blobs (instances.instances_of)."""
-        inst = instances_of(seg, self.settings.min_blob)
-        idx, ids = self.step(Detections.of(inst), frame_index)
+        inst, dets = self.detections_of(seg)
+        idx, ids = self.step(dets, frame_index)
         return take(inst, idx, ids)
+
+    def detections_of(self, seg: Segmentation) -> tuple[Segmentation, Detections]:
+        """(the instance result the tracker follows, what it reads of it)."""
+        inst = instances_of(seg, self.settings.min_blob)
+        return inst, Detections.of(inst)
 
     def step(self, dets: Detections, frame_index: int) -> tuple[np.ndarray, np.ndarray]:
         """One frame: (indices of the detections given an id, their ids)."""
