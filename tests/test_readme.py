@@ -34,6 +34,8 @@ SKIP = [
     (r"scripts/train_person_model\.sh", "the bundled model's recipe: ~25 min of training"),
     (r"DataflowRunner|FlinkRunner|SparkRunner", "needs a cloud project or a cluster"),
     (r"conda env create", "needs conda"),
+    (r"bin/serve\.py", "a server runs until stopped; tests/serve/ start it on a free port of 127.0.0.1"),
+    (r"^curl ", "needs that server running; tests/serve/test_api.py sends the same requests"),
 ]
 # the README's set-up command: replaced by the same editable install into a fresh .venv that
 # sees the running interpreter's packages (installing TensorFlow anew takes minutes; CI's

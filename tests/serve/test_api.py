@@ -137,3 +137,10 @@ def test_the_serve_command_is_a_subcommand_and_a_script(repo):
     r = subprocess.run([sys.executable, "-m", "segkit", "serve", "--queue", "0"], cwd=repo,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith("segkit: error: --queue")
+
+
+def test_only_loopback_addresses_count_as_private():
+    from segkit.serve.server import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("::")

@@ -58,5 +58,11 @@ def make_server(app, *, access_log: bool = False):
 
 
 def serve_forever(app, sock: socket.socket, *, access_log: bool = False) -> None:
-    """Serve on ``sock`` until Ctrl+C / SIGTERM (on the main thread) or ``should_exit``."""
-    make_server(app, access_log=access_log).run(sockets=[sock])
+    """Serve on ``sock`` until Ctrl+C / SIGTERM (on the main thread) or ``should_exit``.
+
+    With the GIL switch interval of a folder run (flow.responsive_gil): the event loop, the
+    decode and encode threads hand the GIL back to the model thread quickly."""
+    from segkit.flow import responsive_gil
+
+    with responsive_gil():
+        make_server(app, access_log=access_log).run(sockets=[sock])
