@@ -3,16 +3,42 @@
 # fine-tune MediaPipe's selfie segmentation network on COCO train2017 persons + shared/person,
 # validated on COCO val2017, then the uniform average of their best epochs (a model soup), and
 # its gate network (four more runs, below).
-#   scripts/train_person_model.sh                 # ~60 min on 2 CPU cores
+#   scripts/train_person_model.sh                     # ~55 min on 2 CPU cores; a new model folder
+#   scripts/train_person_model.sh --replace-bundled   # the same, then it becomes the bundled model
+# By default the model is written into a new folder, $WORK/person_selfie_coco (use it with
+# --model-path); the committed model_zoo/person_selfie_coco is never touched. --replace-bundled
+# builds the same folder and, once everything succeeded, swaps it for the bundled one in one
+# atomic rename (the bundled folder's NOTICE.md, its licence notice, is kept): the default model
+# is never missing a file or its gate mid-run.
 # Knobs (environment): PYTHON (.venv/bin/python if present, else python3), DATA (../shared/data),
-# WORK (runs/person_selfie_coco: run folders), OUT (model_zoo/person_selfie_coco).
+# WORK (runs/person_selfie_coco: run folders and the new model), OUT ($WORK/person_selfie_coco:
+# the new model folder; its name is the model's zoo name).
 # Safe to kill: run it again and every run continues from its last checkpoint (--resume).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+replace=0
+for arg in "$@"; do
+    case $arg in
+        --replace-bundled) replace=1 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "train_person_model.sh: error: unknown argument $arg (see --help)" >&2; exit 2 ;;
+    esac
+done
 if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=${PYTHON:-python3}; fi
 data=${DATA:-../shared/data}
 work=${WORK:-runs/person_selfie_coco}
-out=${OUT:-model_zoo/person_selfie_coco}
+out=${OUT:-$work/person_selfie_coco}
+bundled=model_zoo/person_selfie_coco
+if [ "$(realpath -m "$out")" = "$(realpath -m "$bundled")" ]; then
+    echo "train_person_model.sh: error: OUT=$out is the bundled model; it is built elsewhere and" \
+         "swapped in at the end with --replace-bundled" >&2
+    exit 2
+fi
+if [ "$replace" = 1 ] && [ "$(basename "$out")" != "$(basename "$bundled")" ]; then
+    echo "train_person_model.sh: error: --replace-bundled needs OUT named $(basename "$bundled")" \
+         "(the folder's name is the model's zoo name), not $(basename "$out")" >&2
+    exit 2
+fi
 
 # COCO is given twice: its 152 person images then weigh as much as the 290 shared/person photos
 # (portrait-like, close to what the selfie model already knows); COCO val2017 is the target.
@@ -61,3 +87,30 @@ main, gate = (json.load(open(p)) for p in sys.argv[1:])
 main["gate"] = {"file": "gate.tflite", "input_size": [256, 256], "soup": gate["soup"]}
 json.dump(main, open(sys.argv[1], "w"), indent=2)
 PY
+
+if [ "$replace" = 0 ]; then
+    echo "train_person_model.sh: the new model is in $out (segment_image.py --model-path $out);" \
+         "--replace-bundled makes it the bundled default"
+    exit 0
+fi
+# One atomic swap: the new folder is staged beside the bundled one (same file system) with the
+# bundled NOTICE.md, then the two are exchanged in one rename (Linux renameat2 RENAME_EXCHANGE;
+# elsewhere two renames back to back), and the old one is deleted.
+stage="$(dirname "$bundled")/.$(basename "$bundled").new-$$"
+rm -rf "$stage"
+cp -a "$out" "$stage"
+[ -f "$bundled/NOTICE.md" ] && cp -p "$bundled/NOTICE.md" "$stage/NOTICE.md"
+"$py" - "$stage" "$bundled" <<'PY'
+import ctypes, os, sys
+new, old = (os.fsencode(p) for p in sys.argv[1:])
+libc = ctypes.CDLL(None, use_errno=True)
+renameat2 = getattr(libc, "renameat2", None)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
+if renameat2 is None or renameat2(AT_FDCWD, new, AT_FDCWD, old, RENAME_EXCHANGE) != 0:
+    aside = old + b".old"
+    os.rename(old, aside)  # no exchange here: the shortest gap there can be
+    os.rename(new, old)
+    os.rename(aside, new)
+PY
+rm -rf "$stage"  # now the previous bundled model
+echo "train_person_model.sh: $bundled replaced by the new model (NOTICE.md kept)"

@@ -31,7 +31,7 @@ SKIP = [
     (r"-m pytest", "the test suite itself (this test is part of it); .ci/run runs it"),
     (r"train_person_unet\.py", "trains for minutes; tests/train/test_train_cli.py trains on tiny data"),
     (r"--model my_person_model", "needs the model the (skipped) training command above writes"),
-    (r"scripts/train_person_model\.sh", "the bundled model's recipe: ~25 min of training"),
+    (r"scripts/train_person_model\.sh", "the bundled model's recipe: ~55 min of training"),
     (r"DataflowRunner|FlinkRunner|SparkRunner", "needs a cloud project or a cluster"),
     (r"conda env create", "needs conda"),
     (r"bin/serve\.py", "a server runs until stopped; tests/serve/ start it on a free port of 127.0.0.1"),

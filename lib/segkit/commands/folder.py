@@ -17,10 +17,13 @@ EPILOG = """examples:
   segment_folder.py -i frames/ --track --model yolov5s_seg_coco --save-txt --json   # a video's frames
 
 Run it again to finish an interrupted run: complete outputs are skipped (--overwrite redoes them).
+Outputs made with other settings (another model, other classes, threshold or background) do not
+count as complete: they are redone, and one line says which settings changed.
 Files that cannot be read are listed in OUT/failures.jsonl and the run goes on.
 
 exit codes: 0 all images done (or already done), 1 none could be done (or a fatal error),
-            2 bad arguments, 3 some images failed (see failures.jsonl), 130 interrupted"""
+            2 bad arguments, 3 some images failed (see failures.jsonl), 130 interrupted (Ctrl+C),
+            143 terminated (SIGTERM); both finish the files being written and write the results"""
 
 
 def build_parser() -> argparse.ArgumentParser:
