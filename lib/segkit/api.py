@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -72,6 +72,40 @@ class Model:
             return flow.run(source, self.segmenter, sinks, result_filter=self.filter,
                             policy=flow.Policy.files(workers))
 
+    def track(self, source, *, tracker=None, on_error=None, **settings) -> Iterator[Segmentation]:
+        """Segment and track a video: yields one Segmentation per frame, in order, with
+        ``track_ids`` (the same object keeps its id from frame to frame).
+
+        ``source``: a video file, a folder of frames (name order), a printf pattern
+        ('frames/%05d.jpg'), a camera index (int, or '0'), a stream URL, or any iterable of images
+        (what the Model is called on: arrays, paths, PIL images, bytes). A frame that cannot be
+        read is skipped, its one-line problem given to ``on_error`` (default: a warning); the
+        tracker predicts over it (and over the frames a live
+        camera drops). ``tracker``: a segkit.track.Tracker to go on with (e.g.
+        ``Tracker.from_state(saved)``; an iterable's frames are then numbered on from its last
+        frame), else a new one with segkit/defaults.yaml's ``track:``
+        settings, any of which ``settings`` overrides (``max_age=60``)."""
+        import warnings
+
+        from segkit.track import Tracker
+
+        if tracker is None:
+            tracker = Tracker(**{"high_score": self.filter.threshold, **settings})
+        elif settings:
+            raise TypeError("give either a tracker or its settings, not both")
+        model_filter = tracker.detection_filter(self.filter)
+        # an iterable's frames are numbered on from where a given tracker stopped
+        with _video_source(source, 0 if tracker.frame is None else tracker.frame + 1) as frames:
+            while (frame := frames.next()) is not None:
+                if frame.error is not None:
+                    if on_error is not None:
+                        on_error(str(frame.error))
+                    else:
+                        warnings.warn(f"segkit: skipped {frame.error}", stacklevel=2)
+                    continue
+                seg = flow.segment(self.segmenter, [frame], model_filter)[0]
+                yield tracker.update(seg, frame.index)
+
     def close(self) -> None:
         self.segmenter.close()
 
@@ -123,6 +157,29 @@ def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLik
             segmenter.close()
             raise ValueError(f"--classes: {e}") from None
     return Model(segmenter, Filter(wanted, opts.threshold, opts.max_instances, opts.min_area))
+
+
+def _video_source(source, start: int = 0):
+    """A flow source of ``source``'s frames, in order, each with its frame index (Model.track);
+    an iterable's are numbered from ``start``."""
+    from segkit.io.frame_folder import FrameFolder, is_frame_source
+    from segkit.io.sources import Frames
+
+    if isinstance(source, (str, os.PathLike, int)) and not isinstance(source, bool):
+        if not isinstance(source, int) and is_frame_source(str(source)):
+            return FrameFolder(source)
+        from segkit.io.video_source import VideoSource
+
+        return VideoSource(source if isinstance(source, int) else str(source))
+    if isinstance(source, (bytes, bytearray, np.ndarray)) or _is_pil(source):
+        raise TypeError("Model.track takes a video (file, folder of frames, pattern, camera index, URL) "
+                        "or an iterable of images; for one image call the model")
+    try:
+        images = iter(source)
+    except TypeError:
+        raise TypeError(f"Model.track takes a video file, a frame folder, a printf pattern, a camera "
+                        f"index or an iterable of images; got {type(source).__qualname__}") from None
+    return Frames(Frame(_as_image(im), str(i), index=i) for i, im in enumerate(images, start))
 
 
 class _TakingTurns:
