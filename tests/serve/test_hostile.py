@@ -193,6 +193,18 @@ def test_a_full_queue_answers_503_with_retry_after(photo):
         service.close()
 
 
+def test_an_upload_that_trickles_in_times_out_and_frees_its_place(service, photo):
+    from segkit.serve.app import create_app
+
+    with running(create_app(service, body_timeout=1.0)) as url:
+        s = _raw(url)
+        s.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(photo) + photo[:100])
+        reply = _read_response(s)
+        s.close()
+        assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in reply
+        _healthy(url, photo, service)
+
+
 def _read_response_status(sock: socket.socket) -> int:
     head = b""
     while b"\r\n" not in head:

@@ -34,6 +34,9 @@ from segkit.serve.service import PARAMS, RequestError, Service
 STATIC = Path(__file__).resolve().parent / "static"
 #: the largest request body accepted (an upload); a 50 MB photo is far past any camera's JPEG
 MAX_BODY = 50 * 1024 * 1024
+#: how long an upload may take to arrive: a client trickling its body would otherwise hold one of
+#: the --queue places for ever
+BODY_TIMEOUT_S = 120.0
 #: paths anyone may read when a token is set: the page and its files, the docs, liveness
 _OPEN = re.compile(r"^/(|static/.*|healthz|docs|docs/.*|openapi\.json)$")
 _ROUTES = ("/", "/v1/segment", "/v1/models", "/healthz", "/metrics", "/docs", "/openapi.json")
@@ -116,12 +119,22 @@ def _segment_openapi() -> dict:
     }
 
 
+async def _within(reading, seconds: float):
+    import asyncio
+
+    try:
+        return await asyncio.wait_for(reading, seconds)
+    except asyncio.TimeoutError:
+        raise RequestError(408, f"the upload did not arrive within {seconds:g} s", {"Connection": "close"}) from None
+
+
 def _safe_name(name: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).stem)[:80]
     return stem or "upload"
 
 
-def create_app(service: Service, *, token: str | None = None, max_body: int = MAX_BODY):
+def create_app(service: Service, *, token: str | None = None, max_body: int = MAX_BODY,
+               body_timeout: float = BODY_TIMEOUT_S):
     """The ASGI app for ``service`` (wrapped in the guard): what uvicorn runs."""
     from segkit import __version__
 
@@ -166,7 +179,7 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = MA
             params = dict(request.query_params)
             name = "upload"
             if request.headers.get("content-type", "").startswith("multipart/form-data"):
-                form = await request.form(max_files=1, max_fields=len(PARAMS) + 4)
+                form = await _within(request.form(max_files=1, max_fields=len(PARAMS) + 4), body_timeout)
                 try:
                     upload = None
                     for key, value in form.multi_items():
@@ -184,7 +197,7 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = MA
                     await form.close()
             else:
                 plan = service.plan(params)  # bad options are refused before the body is read
-                data = await request.body()
+                data = await _within(request.body(), body_timeout)
             reply = await service.segment(data, plan, name)
         finally:
             service.release()
