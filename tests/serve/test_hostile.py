@@ -205,6 +205,23 @@ def test_an_upload_that_trickles_in_times_out_and_frees_its_place(service, photo
         _healthy(url, photo, service)
 
 
+def test_decoded_pictures_in_flight_stay_within_the_pixel_budget(photo):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from segkit.serve.app import create_app
+    from segkit.serve.service import Service
+
+    one = 640 * 406  # the photo's pixels
+    service = Service(["person_selfie_coco"], workers=2, max_queue=16, pixel_budget=2 * one)
+    try:
+        with running(create_app(service)) as url, ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: _post(url, photo, "format=cutout").status_code, range(16)))
+        assert codes == [200] * 16  # requests over the budget wait their turn, none is refused
+        assert one <= service.pixels.peak <= 2 * one and service.pixels.used == 0  # 8 clients, 2 pictures
+    finally:
+        service.close()
+
+
 def _read_response_status(sock: socket.socket) -> int:
     head = b""
     while b"\r\n" not in head:

@@ -75,7 +75,8 @@ class Service:
     """The loaded models, the decode and encode threads, and the request pipeline."""
 
     def __init__(self, models: list[str] | None = None, *, workers: int = 2, max_queue: int = 64,
-                 max_pixels: int = MAX_PIXELS, max_wait: float | None = None, progress: bool = False):
+                 max_pixels: int = MAX_PIXELS, max_wait: float | None = None, progress: bool = False,
+                 pixel_budget: int | None = None):
         from segkit import zoo
 
         self.registry = zoo.load_registry()
@@ -87,6 +88,9 @@ class Service:
         self.max_queue = max(1, max_queue)
         self.max_wait = max_wait
         self.in_flight = 0  # requests admitted and not yet answered (bounded by max_queue)
+        # decoded pictures held at once, in pixels: --queue bounds how many requests, this bounds
+        # their memory (64 uploads of 100 Mpix would be 19 GB of RGB)
+        self.pixels = PixelBudget(pixel_budget or PIXEL_BUDGET_IMAGES * max_pixels)
         self._batchers: dict[str, Batcher] = {}
         self._load_lock = threading.Lock()
         self._classes: dict[str, dict[int, str] | None] = {}
@@ -235,15 +239,19 @@ class Service:
         batcher = self._batchers.get(plan.model)
         if batcher is None:
             batcher = await loop.run_in_executor(None, self.load, plan.model)
-        frame, source_format = await asyncio.wrap_future(
-            self.decoders.submit(self._decode, data, name, batcher.segmenter.prepare))
+        pixels = await self.pixels.acquire(_pixels_of(data))
         try:
-            seg = await asyncio.wrap_future(batcher.submit(frame, plan.result_filter))
-        except QueueFull as e:
-            raise RequestError(503, f"busy: {e}; retry shortly", {"Retry-After": "1"}) from None
-        reply = make_reply(plan.fmt, source_format=source_format, **plan.reply_args)
-        await asyncio.wrap_future(self.encoders.submit(reply.write, frame, seg))
-        return reply
+            frame, source_format = await asyncio.wrap_future(
+                self.decoders.submit(self._decode, data, name, batcher.segmenter.prepare))
+            try:
+                seg = await asyncio.wrap_future(batcher.submit(frame, plan.result_filter))
+            except QueueFull as e:
+                raise RequestError(503, f"busy: {e}; retry shortly", {"Retry-After": "1"}) from None
+            reply = make_reply(plan.fmt, source_format=source_format, **plan.reply_args)
+            await asyncio.wrap_future(self.encoders.submit(reply.write, frame, seg))
+            return reply
+        finally:
+            self.pixels.release(pixels)
 
     def _decode(self, data: bytes, name: str, prepare) -> tuple[Frame, str | None]:
         """The CLI's decoder (pixel limit, EXIF orientation, truncation, bombs), then the model's
@@ -264,6 +272,57 @@ class Service:
             batcher.segmenter.close()
         self.decoders.shutdown(wait=True)
         self.encoders.shutdown(wait=True)
+
+
+#: the pixel budget, in images of the largest size accepted (--max-pixels)
+PIXEL_BUDGET_IMAGES = 4
+
+
+class PixelBudget:
+    """Pixels of decoded pictures in flight, on the event loop: a request waits (in the order it
+    came) until its picture fits. One picture never waits for more than the whole budget."""
+
+    def __init__(self, capacity: int):
+        self.capacity = max(1, int(capacity))
+        self.used = 0
+        self.peak = 0
+        self._changed: asyncio.Condition | None = None
+
+    async def acquire(self, n: int) -> int:
+        n = min(max(0, n), self.capacity)
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used + n <= self.capacity)
+            self.used += n
+            self.peak = max(self.peak, self.used)
+        return n
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        if self._changed is not None:
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self):
+        async with self._changed:
+            self._changed.notify_all()
+
+
+def _pixels_of(data: bytes) -> int:
+    """Width x height from the image header alone (no decoding); 0 when it is not an image, which
+    the decoder then refuses in words."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                return im.width * im.height
+    except Exception:
+        return 0
 
 
 def _input_status(problem: str) -> int:
