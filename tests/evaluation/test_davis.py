@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import types
 
+import cv2
 import numpy as np
 import pytest
 
@@ -67,7 +68,6 @@ def test_f_is_the_davis_toolkit_f(monkeypatch):
     monkeypatch.setitem(sys.modules, "skimage.morphology", fake)
     rng = np.random.default_rng(0)
     for _ in range(4):
-        import cv2
         a = cv2.GaussianBlur(rng.random((120, 200)), (0, 0), 6) > 0.5
         b = cv2.GaussianBlur(rng.random((120, 200)), (0, 0), 6) > 0.5
         assert (seg2bmap(a) == JAndF._seg2bmap(a)).all()
@@ -98,3 +98,57 @@ def test_without_tracks_only_the_oracle_counts():
     s.add(np.stack([gt]), None, gt)
     r = s.score()
     assert r.oracle_j == 1.0 and r.track_j == 0.0 and r.chosen_track is None
+
+
+# ----------------------------------------------------------------------------- a tracked run on a folder
+def fake_davis(root, name="squares", n=8):
+    """ROOT/JPEGImages/480p/NAME/*.jpg with two squares crossing, the right-moving one annotated."""
+    from fixtures.moving_shapes import crossing_paths, square_frame
+
+    images, annotations = root / "JPEGImages" / "480p" / name, root / "Annotations" / "480p" / name
+    images.mkdir(parents=True)
+    annotations.mkdir(parents=True)
+    for i, (xa, xb) in enumerate(crossing_paths(n)):
+        cv2.imwrite(str(images / f"{i:05d}.png"), square_frame([xa, xb]))
+        cv2.imwrite(str(annotations / f"{i:05d}.png"), square_frame([xa])[..., 0])
+    return root
+
+
+
+def test_a_tracked_run_on_a_davis_folder(tmp_path):
+    """BrightBlobs (a test double that finds bright squares, not a model) through the real
+    tracker: the annotated square keeps one track while the other crosses it."""
+    from fixtures.moving_shapes import BrightBlobs
+    from segkit.evaluation.davis import evaluate_davis
+    from segkit.flow import Filter
+    from segkit.track import Tracker
+
+    root = fake_davis(tmp_path)
+    [s] = evaluate_davis(root, BrightBlobs(), Filter(None, 0.5, 100), Tracker, limit=6)
+    assert s.sequence == "squares" and s.frames == 6 and s.failed == []
+    assert s.oracle_j > 0.9 and s.track_j == pytest.approx(s.oracle_j) and s.chosen_frames == 6
+    assert s.tracks == 2 and s.track_f == pytest.approx(s.oracle_f)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sequences", "nope"], "no sequence nope (there are: squares)"),
+    (["--annotations", "x.json"], "leave out --annotations"),
+])
+def test_evaluate_davis_bad_input_is_one_line_before_any_model_loads(args, message, tmp_path, capsys):
+    from segkit import cli
+    from segkit.commands import evaluate
+
+    root = fake_davis(tmp_path)
+    code = cli.run_main(evaluate.main, ["--davis", str(root), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err
+
+
+def test_evaluate_davis_missing_annotation_folder(tmp_path, capsys):
+    from segkit import cli
+    from segkit.commands import evaluate
+
+    (tmp_path / "JPEGImages" / "480p" / "a").mkdir(parents=True)
+    code = cli.run_main(evaluate.main, ["--davis", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Annotations/480p: no such folder" in err

@@ -113,11 +113,11 @@ def _davis(args) -> int:
     args.track = True
     segmenter = options.load_model(args, progress=not args.quiet)
     try:
-        with tqdm(total=sum(len(f) for _, f, _ in seqs), unit="frame", disable=args.quiet,
+        with tqdm(total=sum(len(f[:args.limit]) for _, f, _ in seqs), unit="frame", disable=args.quiet,
                   file=sys.stderr, desc="evaluate --davis", dynamic_ncols=True) as bar:
             scores = evaluate_davis(args.davis, segmenter, result_filter,
                                     lambda: options.build_tracker(args), [n for n, _, _ in seqs],
-                                    progress=bar, on_error=lambda line: tqdm.write(f"segkit: error: {line}",
+                                    progress=bar, limit=args.limit, on_error=lambda line: tqdm.write(f"segkit: error: {line}",
                                                                                    file=sys.stderr))
     finally:
         segmenter.close()

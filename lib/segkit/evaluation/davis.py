@@ -245,11 +245,12 @@ def read_annotation(path: Path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- a model on it
 def evaluate_davis(root: str | Path, segmenter, result_filter, make_tracker, sequences: list[str] | None = None,
-                   progress=None, on_error=None, stage=None) -> list[SequenceScore]:
+                   progress=None, on_error=None, stage=None, limit: int | None = None) -> list[SequenceScore]:
     """Run ``segmenter`` (filtered by ``result_filter``, tracked by a fresh ``make_tracker()`` per
     sequence) over each DAVIS sequence in frame order and score it. ``stage(seg, image) -> seg``,
     if given, runs after the tracker (e.g. temporal mask smoothing). ``progress.update(1)`` per
-    frame. A frame that cannot be read is reported through ``on_error`` and left out.
+    frame. A frame that cannot be read is reported through ``on_error`` and left out. ``limit``:
+    only the first frames of each sequence (quick checks).
 
     ``seconds`` of each score is the model's and the tracker's time (the frames' decoding and
     the scoring, which overlap with them on other threads, are not counted)."""
@@ -259,6 +260,7 @@ def evaluate_davis(root: str | Path, segmenter, result_filter, make_tracker, seq
 
     scores = []
     for name, frames, gts in davis_sequences(root, sequences):
+        frames, gts = frames[:limit], gts[:limit]
         scorer = SequenceScorer(name)
         gt_of = {p.stem: g for p, g in zip(frames, gts)}
         after = stage() if stage is not None else None
