@@ -7,7 +7,9 @@ Each sequence of ../shared/data/davis2016 is segmented and tracked ONCE (the seq
 average per track, mask_t' = a * mask_t + (1 - a) * avg_{t-1} > 0.5, with the running average
 carried along the track's box (scaled and moved from its last box to its new one, so a moving
 object does not leave a trail). The model gives bool masks (no probabilities), so the average is
-over them. Prints oracle J and track J per sequence for each ``a`` (1.0 = no smoothing).
+over them. Prints oracle J and track J per sequence for each ``a`` (1.0 = no smoothing); any
+``a`` above 0.5 changes nothing (the new mask alone decides the threshold), so the weights tried
+are at or below it: a pixel then needs the track's recent masks to agree.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ class MaskAverage:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="yolov5s_seg_coco_int8")
-    p.add_argument("--alphas", default="1.0,0.8,0.6,0.4")
+    p.add_argument("--alphas", default="1.0,0.45,0.4,0.3")
     args = p.parse_args()
 
     from segkit import options
