@@ -50,6 +50,9 @@ SUBSTITUTIONS = [
     (r"--max-frames 30", "--max-frames 6"),
     # no camera here: the live command reads a few frames of the clip instead of camera 0
     (r"^(.*bin/segment_webcam\.py(?!.*--source).*)$", rf"\1 --source {VIDEO} --max-frames 5"),
+    # DAVIS: the first frames only (the full sequences take minutes on 2 cores)
+    (r"^(.*bin/segment_webcam\.py --source \.\./shared/data/davis2016.*)$", r"\1 --max-frames 4"),
+    (r"^(.*bin/evaluate\.py --davis .*)$", r"\1 --limit 4"),
     # the pipeline script's documented knob: fewer frames
     (r"^scripts/video_pipeline\.sh", "MAX_FRAMES=6 scripts/video_pipeline.sh"),
 ]
