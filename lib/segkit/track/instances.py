@@ -13,23 +13,35 @@ from segkit.segmentation import Segmentation
 def instances_of(seg: Segmentation, min_fraction: float = 0.0) -> Segmentation:
     """Instance results as they are; semantic ones as their 8-connected blobs per class, each with
     its box and the mean probability inside as score. Blobs under ``min_fraction`` of the image
-    are left out (a speck would start a track of its own)."""
+    are left out (a speck would start a track of its own). A blob lying inside a hole of another
+    is part of that one (its outline holds it)."""
     if not seg.is_semantic:
         return seg
     min_pixels = max(1.0, min_fraction * seg.height * seg.width)
     masks, boxes, ids, scores = [], [], [], []
     for i, (cid, m) in enumerate(seg.class_masks()):
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(m.view(np.uint8), connectivity=8)
         prob = seg.probs[..., i]
-        for k in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1:  # biggest first
-            if stats[k, cv2.CC_STAT_AREA] < min_pixels:
-                break
-            x, y, w, h = (int(v) for v in stats[k, :4])
-            blob = labels == k
+        found = []
+        # the outer contours find the blobs (a fifth of connectedComponents' time at video sizes)
+        contours, _ = cv2.findContours(m.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        for c in contours:
+            x, y, w, h = cv2.boundingRect(c)
+            if w * h < min_pixels:
+                continue
+            # the blob: its outline filled, inside the mask (work in its box only)
+            filled = np.zeros((h, w), np.uint8)
+            cv2.drawContours(filled, [c], -1, 1, thickness=cv2.FILLED, offset=(-x, -y))
+            inside = (filled.view(bool)) & m[y:y + h, x:x + w]
+            area = int(np.count_nonzero(inside))
+            if area >= min_pixels:
+                found.append((area, x, y, w, h, inside))
+        for area, x, y, w, h, inside in sorted(found, key=lambda f: -f[0]):  # biggest first
+            blob = np.zeros((seg.height, seg.width), bool)  # untouched pages stay unallocated
+            blob[y:y + h, x:x + w] = inside
             masks.append(blob)
             boxes.append([x, y, x + w, y + h])
             ids.append(cid)
-            scores.append(float(prob[blob].mean()))
+            scores.append(float(prob[y:y + h, x:x + w][inside].mean()))
     out = Segmentation(seg.height, seg.width, label_names=seg.label_names, mask_threshold=seg.mask_threshold)
     if masks:
         out = replace(out, masks=np.stack(masks), boxes=np.asarray(boxes, np.float32),
@@ -40,6 +52,9 @@ def instances_of(seg: Segmentation, min_fraction: float = 0.0) -> Segmentation:
 def take(seg: Segmentation, idx, track_ids=None) -> Segmentation:
     """The instances ``idx`` of an instance result, in that order, with ``track_ids``."""
     idx = np.asarray(idx, np.int64)
+    ids = None if track_ids is None else np.asarray(track_ids, np.int64).reshape(-1)
+    if len(idx) == len(seg) and (idx == np.arange(len(seg))).all():
+        return replace(seg, track_ids=ids)  # every instance, in order: no copy of the masks
     return replace(seg, masks=seg.masks[idx], boxes=seg.boxes[idx], class_ids=seg.class_ids[idx],
                    scores=seg.scores[idx],
-                   track_ids=None if track_ids is None else np.asarray(track_ids, np.int64).reshape(-1))
+                   track_ids=ids)

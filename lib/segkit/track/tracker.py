@@ -172,26 +172,20 @@ class Tracker:
 
         # 1. high-score detections <-> confirmed tracks, live or lost
         pairs, left_tracks, left_high = assign(self._cost(confirmed, dets, high, s.fuse_score), 1 - s.match_iou)
-        for ti, di in pairs:
-            self._match(confirmed[ti], dets, high[di], frame_index)
-            out[int(high[di])] = confirmed[ti]
+        self._match([confirmed[ti] for ti, _ in pairs], dets, high[[di for _, di in pairs]], frame_index, out)
         # 2. low-score detections <-> live tracks still unmatched
         live = [confirmed[i] for i in left_tracks if not confirmed[i].lost]
         pairs, left_live, _ = assign(self._cost(live, dets, low, False, masks=False), 1 - s.low_match_iou)
-        for ti, di in pairs:
-            self._match(live[ti], dets, low[di], frame_index)
-            out[int(low[di])] = live[ti]
+        self._match([live[ti] for ti, _ in pairs], dets, low[[di for _, di in pairs]], frame_index, out)
         for i in left_live:
             live[i].lost = True
         # 3. tracks started last frame: confirmed by a match now, else dropped
         rest = high[left_high]
         pairs, left_new, left_rest = assign(self._cost(unconfirmed, dets, rest, s.fuse_score),
                                             1 - s.unconfirmed_match_iou)
-        for ti, di in pairs:
-            t = unconfirmed[ti]
-            self._match(t, dets, rest[di], frame_index)
-            t.id, self.next_id = self.next_id, self.next_id + 1
-            out[int(rest[di])] = t
+        self._match([unconfirmed[ti] for ti, _ in pairs], dets, rest[[di for _, di in pairs]], frame_index, out)
+        for ti, _ in pairs:
+            unconfirmed[ti].id, self.next_id = self.next_id, self.next_id + 1
         dropped = {id(unconfirmed[i]) for i in left_new}
         self.tracks = [t for t in self.tracks if id(t) not in dropped]
         # 4. new tracks from what is left (confirmed at once on the first frame)
@@ -228,7 +222,7 @@ class Tracker:
         if not tracks or not len(det_idx):
             return np.zeros((len(tracks), len(det_idx)))
         s = self.settings
-        sim = box_iou(np.stack([t.box() for t in tracks]), dets.boxes[det_idx])
+        sim = box_iou(kalman.xyah_to_xyxy(np.stack([t.mean[:4] for t in tracks])), dets.boxes[det_idx])
         if masks and s.mask_weight > 0 and dets.grids.size:
             # tracks seen in the previous frame: their mask, moved as the Kalman filter predicts
             use = [i for i, t in enumerate(tracks) if t.grid is not None and not t.lost
@@ -244,11 +238,18 @@ class Tracker:
             cost[np.array([t.class_id for t in tracks])[:, None] != dets.class_ids[det_idx][None, :]] = FORBIDDEN
         return cost
 
-    def _match(self, t: Track, dets: Detections, di: int, frame_index: int) -> None:
-        mean, cov = kalman.update(t.mean[None], t.cov[None], kalman.xyxy_to_xyah(dets.boxes[di]))
-        t.mean, t.cov = mean[0], cov[0]
-        t.score, t.last, t.lost, t.hits = float(dets.scores[di]), frame_index, False, t.hits + 1
-        self._remember_mask(t, dets, di)
+    def _match(self, tracks: list[Track], dets: Detections, det_idx: np.ndarray, frame_index: int,
+               out: dict) -> None:
+        """Correct ``tracks`` with their detections (one batched Kalman update) and note them."""
+        if not tracks:
+            return
+        mean, cov = kalman.update(np.stack([t.mean for t in tracks]), np.stack([t.cov for t in tracks]),
+                                  kalman.xyxy_to_xyah(dets.boxes[det_idx]))
+        for t, m, c, di in zip(tracks, mean, cov, det_idx):
+            t.mean, t.cov = m, c
+            t.score, t.last, t.lost, t.hits = float(dets.scores[di]), frame_index, False, t.hits + 1
+            self._remember_mask(t, dets, di)
+            out[int(di)] = t
 
     def _start(self, dets: Detections, di: int, frame_index: int) -> Track:
         mean, cov = kalman.initiate(kalman.xyxy_to_xyah(dets.boxes[di]))
@@ -260,7 +261,7 @@ class Tracker:
     @staticmethod
     def _remember_mask(t: Track, dets: Detections, di: int) -> None:
         if dets.grids.size:
-            t.grid = dets.grids[di].copy()
+            t.grid = dets.grids[di]  # a view: the frame's small grid array lives on with it
             t.grid_xy = (float(t.mean[0]), float(t.mean[1]))
 
     # ------------------------------------------------------------------ state
