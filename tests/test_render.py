@@ -57,11 +57,51 @@ def test_cutout_transparent_blur_and_image(tmp_path):
     assert out[0, 0].tolist() == [1, 2, 3]
 
 
-def test_soft_alpha_is_zero_wherever_the_mask_says_background():
+def test_semantic_alpha_ramps_around_the_threshold():
+    from segkit.edges import RAMP
     probs = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10, 1)
     seg = Segmentation(10, 10, probs=probs, prob_class_ids=(1,))
     a = foreground_alpha(seg)
-    assert (a[~seg.foreground()] == 0).all() and (a[seg.foreground()] >= 0.5).all()
+    p = probs[..., 0]
+    assert ((a >= 0.5) == seg.foreground()).all()  # the mask is the alpha at 0.5
+    assert (a[p <= 0.5 - RAMP / 2] == 0).all() and (a[p >= 0.5 + RAMP / 2] == 1).all()
+    a8 = cutout(np.zeros((10, 10, 3), np.uint8), a, parse_background("transparent"))[..., 3]
+    # graded on both sides of the threshold (it used to jump from 0 straight to 128)
+    assert ((a8 > 0) & (a8 < 128)).sum() >= 5 and ((a8 > 128) & (a8 < 255)).sum() >= 5
+    assert (np.diff(a.reshape(-1)) >= 0).all()
+
+
+def test_instance_alpha_comes_from_the_soft_masks():
+    seg = _seg()
+    soft = np.zeros(seg.masks.shape, np.uint8)
+    soft[0, 10:30, 10:30] = 255
+    soft[0, 10:30, 30] = 128  # a half-probability column beside the mask: on the edge
+    soft[0, 10:30, 31] = 100  # p 0.39: faint
+    soft[1, 35:55, 40:70] = 200
+    seg = Segmentation(seg.height, seg.width, masks=soft >= 128, soft=soft, boxes=seg.boxes,
+                       class_ids=seg.class_ids, scores=seg.scores)
+    a = foreground_alpha(seg)
+    assert a[20, 20] == 1 and a[45, 50] == 1 and a[0, 0] == 0
+    assert 0.45 < a[20, 30] < 0.55 and 0 < a[20, 31] < 0.5
+    assert ((a >= 0.5) == seg.foreground()).all()
+    # filter keeps soft aligned with masks
+    kept = seg.filter(classes={18})
+    assert (foreground_alpha(kept)[10:30, 10:32] == 0).all() and foreground_alpha(kept)[45, 50] == 1
+
+
+def test_transparent_cutout_keeps_no_original_pixel_under_alpha_zero():
+    rng = np.random.default_rng(1)
+    img = rng.integers(1, 256, (60, 80, 3), dtype=np.uint8)  # no zero anywhere in the photo
+    probs = np.zeros((60, 80, 1), np.float32)
+    probs[15:45, 20:60] = 0.9
+    probs[15:45, 19] = 0.45  # a faint edge column: kept, graded
+    seg = Segmentation(60, 80, probs=probs, prob_class_ids=(1,))
+    rgba = cutout(img, foreground_alpha(seg), parse_background("transparent"))
+    hidden = rgba[..., 3] == 0
+    assert hidden.sum() > 2000
+    assert (rgba[hidden][:, :3] == 0).all()  # the removed background is gone, not just hidden
+    shown = rgba[..., 3] > 0
+    assert (rgba[shown][:, :3] == img[shown]).all()  # visible colours are the photo's
 
 
 @pytest.mark.parametrize("bad", ["purpleish", "300,0,0", "no/such/file.png"])

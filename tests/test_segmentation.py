@@ -33,6 +33,17 @@ def test_shape_survives_box_relative_round_trip():
     assert iou(got, truth.astype(bool)) >= 0.95
 
 
+def test_pasted_probabilities_are_graded_and_agree_with_the_masks():
+    h, w = 120, 160
+    ramp = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (16, 1))  # left 0 .. right 1
+    masks, soft = paste_masks(ramp[None], np.array([[20, 10, 140, 110]], np.float32), h, w, with_soft=True)
+    assert soft.dtype == np.uint8 and soft.shape == masks.shape
+    assert np.array_equal(soft >= 128, masks)
+    row = soft[0, 60, 20:140].astype(int)
+    assert (np.diff(row) >= 0).all() and len(np.unique(row)) > 50  # smooth, not stair-stepped
+    assert not soft[0, :10].any() and not soft[0, :, 140:].any()  # nothing outside the box
+
+
 def test_boxes_outside_the_image_are_clipped_not_crashing():
     got = paste_masks(np.ones((2, 15, 15)), np.array([[-50, -50, 10, 10], [600, 600, 700, 700]]), 100, 100)
     assert got[0, :10, :10].all() and not got[1].any()

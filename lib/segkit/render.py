@@ -175,7 +175,12 @@ def cutout(image: np.ndarray, alpha: np.ndarray, background: Background) -> np.n
     a = alpha.astype(np.float32) if alpha.dtype != np.float32 else alpha
     h, w = image.shape[:2]
     if background.kind == "transparent":
-        return np.dstack([image, np.clip(a * 255 + 0.5, 0, 255).astype(np.uint8)])
+        a8 = np.clip(a * 255 + 0.5, 0, 255).astype(np.uint8)
+        # colour zeroed where nothing shows: a viewer that drops the alpha channel (or a
+        # "remove transparency" step) must not bring the removed background back. Also 3-10x
+        # smaller PNGs.
+        rgb = np.where((a8 == 0)[..., None], np.uint8(0), image)
+        return np.dstack([rgb, a8])
     if background.kind == "color":
         bg = np.empty_like(image)
         bg[:] = background.color
@@ -216,13 +221,19 @@ def _cover(img: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def foreground_alpha(seg: Segmentation) -> np.ndarray:
-    """Soft alpha for semantic models (smooth hair edges), hard union for instance models."""
-    if seg.is_semantic and seg.probs.shape[-1]:
-        p = seg.probs.max(axis=-1)
-        # Below the threshold is background (exactly 0, as the mask says); above it the alpha
-        # ramps from half to fully opaque, which keeps soft edges without leaking background.
-        t = seg.mask_threshold
-        a = np.clip(0.5 + (p - t) / max(1 - t, 1e-6), 0, 1)
-        a[p < t] = 0
-        return a.astype(np.float32)
-    return seg.foreground()
+    """float32 alpha [H,W] in 0..1: the model's probability at full resolution through a short
+    ramp around the threshold (segkit.edges.ramp), for semantic and instance models alike; the
+    union of a result's classes or instances. Alpha >= 0.5 exactly where the mask is. A result
+    with hard masks only (no ``soft``) gives 0 / 1."""
+    from segkit.edges import ramp
+
+    if seg.is_semantic:
+        if not seg.probs.shape[-1]:
+            return np.zeros((seg.height, seg.width), np.float32)
+        p = seg.probs[..., 0] if seg.probs.shape[-1] == 1 else seg.probs.max(axis=-1)
+        return ramp(p, seg.mask_threshold)
+    if seg.soft is None or not len(seg):
+        return seg.foreground().astype(np.float32)
+    # the ramp rises with the probability, so the union's alpha is the ramp of the largest one
+    p = seg.soft[0] if len(seg) == 1 else seg.soft.max(axis=0)
+    return ramp(p.astype(np.float32) * np.float32(1 / 255), 0.5)

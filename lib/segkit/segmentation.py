@@ -30,6 +30,11 @@ class Segmentation:
     label_names: dict[int, str] = field(default_factory=lambda: COCO_CATEGORIES)
     # semantic probability above which a pixel belongs to a class (--threshold's default)
     mask_threshold: float = DEFAULTS["threshold"]
+    # Instances: the model's mask probability x 255, uint8 [N,H,W] at the image size (upsampled
+    # from the model's own mask resolution, never from ``masks``), where cut-outs take a graded
+    # alpha from (segkit.edges); ``masks`` is ``soft >= 128`` (probability 0.5). None when the
+    # model gives hard masks only.
+    soft: np.ndarray | None = None
     # Tracking (--track): int64 [N], one identity per instance, the same object keeps its id
     # across a video's frames; None when the result was not tracked.
     track_ids: np.ndarray | None = None
@@ -80,6 +85,7 @@ class Segmentation:
         if max_instances is not None:
             idx = idx[:max_instances]
         return replace(self, masks=self.masks[idx], boxes=self.boxes[idx],
+                       soft=None if self.soft is None else self.soft[idx],
                        class_ids=self.class_ids[idx], scores=self.scores[idx],
                        track_ids=None if self.track_ids is None else self.track_ids[idx])
 
@@ -220,8 +226,9 @@ class Segmentation:
 
 
 def paste_masks(box_masks: np.ndarray, boxes: np.ndarray, height: int, width: int,
-                threshold: float = 0.5) -> np.ndarray:
-    """Paste box-relative soft masks [N,m,n] into bool image masks [N,H,W].
+                threshold: float = 0.5, with_soft: bool = False):
+    """Paste box-relative soft masks [N,m,n] into bool image masks [N,H,W]; ``with_soft``:
+    (masks, soft) with the pasted probabilities too, uint8 x 255 (``Segmentation.soft``).
 
     ``boxes`` are x0,y0,x1,y1 in image pixels (continuous coordinates: pixel j covers [j, j+1)).
     Mask cell u covers [x0 + u*bw/n, x0 + (u+1)*bw/n), so pixel centres are mapped back with one
@@ -229,6 +236,7 @@ def paste_masks(box_masks: np.ndarray, boxes: np.ndarray, height: int, width: in
     """
     n = len(boxes)
     out = np.zeros((n, height, width), bool)
+    soft = np.zeros((n, height, width), np.uint8) if with_soft else None
     for i in range(n):
         x0, y0, x1, y1 = (float(v) for v in boxes[i])
         bw, bh = x1 - x0, y1 - y0
@@ -251,7 +259,9 @@ def paste_masks(box_masks: np.ndarray, boxes: np.ndarray, height: int, width: in
         xs = np.arange(rx0, rx1) + 0.5
         inside = ((ys >= y0) & (ys <= y1))[:, None] & ((xs >= x0) & (xs <= x1))[None, :]
         out[i, ry0:ry1, rx0:rx1] = (region >= threshold) & inside
-    return out
+        if soft is not None:
+            soft[i, ry0:ry1, rx0:rx1] = cv2.convertScaleAbs(region, alpha=255.0) * inside
+    return (out, soft) if with_soft else out
 
 
 def normalized_to_pixels(boxes_yxyx: np.ndarray, height: int, width: int) -> np.ndarray:

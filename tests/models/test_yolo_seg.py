@@ -123,6 +123,10 @@ def test_known_boxes_and_masks_come_back_in_image_pixels(height, width):
     near = np.abs(np.arange(width) + 0.5 - truth["split_x"]) < 0.1
     assert not wrong[:, ~near].any()
     assert 0 < seg.masks[1].sum() < seg.masks[2].sum()
+    # the probabilities come along at full size (cut-outs' alpha), and say the same as the masks
+    assert seg.soft.shape == seg.masks.shape and seg.soft.dtype == np.uint8
+    assert np.array_equal((seg.soft >= 128)[:, :, ~near], seg.masks[:, :, ~near])
+    assert np.array_equal(seg.filter(classes={18}).soft, seg.soft[2:3])
 
 
 def test_min_score_floor_and_max_det():

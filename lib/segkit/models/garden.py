@@ -142,9 +142,9 @@ class GardenSegmenter(Segmenter):
             box_masks = 1.0 / (1.0 + np.exp(-box_masks))  # an export returning logits
         # Paste with the unclipped box (the mask cells belong to it), then clip the box: boxes
         # are clipped to the padded model input, so they can overhang the original image.
-        masks = paste_masks(box_masks, boxes, height, width)
+        masks, soft = paste_masks(box_masks, boxes, height, width, with_soft=True)
         boxes = np.clip(boxes, 0, np.array([width, height, width, height], np.float32))
-        return Segmentation(height, width, masks=masks, boxes=boxes, class_ids=class_ids,
+        return Segmentation(height, width, masks=masks, soft=soft, boxes=boxes, class_ids=class_ids,
                             scores=scores, label_names=self.label_names)
 
     def close(self) -> None:

@@ -28,8 +28,9 @@ TF1_INPUT = "image_tensor:0"
 
 
 def paste_od_api_masks(box_masks: np.ndarray, boxes_yxyx: np.ndarray, height: int, width: int,
-                       threshold: float = 0.5) -> np.ndarray:
-    """Box-relative OD API masks [N,m,n] + normalised boxes -> bool image masks [N,H,W].
+                       threshold: float = 0.5, with_soft: bool = False):
+    """Box-relative OD API masks [N,m,n] + normalised boxes -> bool image masks [N,H,W]
+    (``with_soft``: and their probabilities, uint8 x 255, as ``paste_masks``).
 
     OD API masks are ``tf.image.crop_and_resize`` samples of the object over the box (that is how
     the mask targets are cut, and ``utils.ops.reframe_box_masks_to_image_masks`` inverts it):
@@ -43,7 +44,8 @@ def paste_od_api_masks(box_masks: np.ndarray, boxes_yxyx: np.ndarray, height: in
     b = np.asarray(boxes_yxyx, np.float64).reshape(-1, 4)
     n = len(b)
     if n == 0:
-        return np.zeros((0, height, width), bool)
+        empty = np.zeros((0, height, width), bool)
+        return (empty, empty.view(np.uint8)) if with_soft else empty
     mh, mw = box_masks.shape[1:3]
     # First/last sample position in pixel-index coordinates (pixel j's centre is at j).
     y_lo, y_hi = b[:, 0] * (height - 1), b[:, 2] * (height - 1)
@@ -53,13 +55,14 @@ def paste_od_api_masks(box_masks: np.ndarray, boxes_yxyx: np.ndarray, height: in
     # Bins in continuous coordinates (pixel j covers [j, j+1)), as paste_masks expects.
     bins = np.stack([x_lo + 0.5 - step_x / 2, y_lo + 0.5 - step_y / 2,
                      x_hi + 0.5 + step_x / 2, y_hi + 0.5 + step_y / 2], axis=1)
-    masks = paste_masks(box_masks, bins.astype(np.float32), height, width, threshold)
+    masks, soft = paste_masks(box_masks, bins.astype(np.float32), height, width, threshold, with_soft=True)
     rows, cols = np.arange(height), np.arange(width)
     for i in range(n):
         # crop_and_resize extrapolates 0 outside the sampled span: cut the replicated border.
-        masks[i, (rows < y_lo[i]) | (rows > y_hi[i])] = False
-        masks[i][:, (cols < x_lo[i]) | (cols > x_hi[i])] = False
-    return masks
+        for m in (masks, soft):
+            m[i, (rows < y_lo[i]) | (rows > y_hi[i])] = 0
+            m[i][:, (cols < x_lo[i]) | (cols > x_hi[i])] = 0
+    return (masks, soft) if with_soft else masks
 
 
 def detections_to_segmentation(det: dict[str, np.ndarray], height: int, width: int,
@@ -72,8 +75,8 @@ def detections_to_segmentation(det: dict[str, np.ndarray], height: int, width: i
     box_masks = np.asarray(det["detection_masks"], np.float32)[0, keep]
     # Classes come as floats (e.g. 18.0): round, never truncate (17.999 must stay a dog).
     class_ids = np.rint(np.asarray(det["detection_classes"])[0, keep]).astype(np.int32)
-    return Segmentation(height, width,
-                        masks=paste_od_api_masks(box_masks, boxes_n, height, width),
+    masks, soft = paste_od_api_masks(box_masks, boxes_n, height, width, with_soft=True)
+    return Segmentation(height, width, masks=masks, soft=soft,
                         boxes=normalized_to_pixels(boxes_n, height, width).astype(np.float32),
                         class_ids=class_ids, scores=scores[keep], label_names=label_names)
 

@@ -130,8 +130,9 @@ def select(pred: np.ndarray, nc: int, conf: float, iou: float = NMS_IOU, max_det
 
 
 def paste_proto_masks(protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray, lb: Letterbox,
-                      height: int, width: int, threshold: float = 0.5) -> np.ndarray:
-    """bool [K,H,W]: sigmoid(coeffs . protos) inside each box, at the ORIGINAL image size.
+                      height: int, width: int, threshold: float = 0.5, with_soft: bool = False):
+    """bool [K,H,W]: sigmoid(coeffs . protos) inside each box, at the ORIGINAL image size
+    (> ``threshold``); ``with_soft``: (masks, soft), soft the probabilities themselves, uint8 x 255.
 
     Per box, only the prototype cells under it are combined, and one affine warp maps them
     straight from prototype space through the letterbox to the image pixels the box covers
@@ -143,8 +144,9 @@ def paste_proto_masks(protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray,
     ax, bx = lb.sx / gx, (0.5 * lb.sx + lb.left) / gx - 0.5
     ay, by = lb.sy / gy, (0.5 * lb.sy + lb.top) / gy - 0.5
     out = np.zeros((len(boxes), height, width), bool)
+    soft = np.zeros((len(boxes), height, width), np.uint8) if with_soft else None
     if not len(boxes):
-        return out
+        return (out, soft) if with_soft else out
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     # pixels whose centre lies inside the box: [r0, r1) per axis (all boxes at once)
     rx0 = np.maximum(np.ceil(b[:, 0] - 0.5), 0).astype(int)
@@ -163,13 +165,15 @@ def paste_proto_masks(protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray,
         if x1 <= x0 or y1 <= y0:
             continue
         logits = protos[v0:v1, u0:u1] @ coeffs[i]
-        soft = 1.0 / (1.0 + np.exp(-logits))
+        prob = 1.0 / (1.0 + np.exp(-logits))
         affine = np.array([[ax, 0, ax * x0 + bx - u0], [0, ay, ay * y0 + by - v0]])
-        region = cv2.warpAffine(soft, affine, (x1 - x0, y1 - y0),
+        region = cv2.warpAffine(prob, affine, (x1 - x0, y1 - y0),
                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_REPLICATE)
         np.greater(region, threshold, out=out[i, y0:y1, x0:x1])
-    return out
+        if soft is not None:  # rounds and saturates: >= 128 exactly where region >= 0.5
+            soft[i, y0:y1, x0:x1] = cv2.convertScaleAbs(region, alpha=255.0)
+    return (out, soft) if with_soft else out
 
 
 def decode(pred: np.ndarray, protos: np.ndarray, lb: Letterbox, height: int, width: int, *,
@@ -179,8 +183,9 @@ def decode(pred: np.ndarray, protos: np.ndarray, lb: Letterbox, height: int, wid
     """One image's raw outputs (``pred`` [N,5+nc+nm], ``protos`` [h,w,nm]) -> Segmentation."""
     boxes, scores, cls, coeffs = select(np.asarray(pred, np.float32), nc, conf, iou, max_det, multi_label)
     img_boxes = lb.to_image(boxes, height, width)
-    masks = paste_proto_masks(np.asarray(protos, np.float32), coeffs, img_boxes, lb, height, width)
-    return Segmentation(height, width, masks=masks, boxes=img_boxes,
+    masks, soft = paste_proto_masks(np.asarray(protos, np.float32), coeffs, img_boxes, lb, height, width,
+                                    with_soft=True)
+    return Segmentation(height, width, masks=masks, soft=soft, boxes=img_boxes,
                         class_ids=np.asarray(class_ids, np.int32)[cls].reshape(-1),
                         scores=scores, label_names=label_names or COCO_CATEGORIES)
 
