@@ -152,6 +152,7 @@ def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
                         "transparent (PNG alpha), blur[:SIGMA], a colour (name, #rrggbb, r,g,b) or an image file")
     g.add_argument("--save-masks", action="store_true",
                    help="also write one 0/255 PNG per instance into NAME_masks/")
+    add_refine_edges_arg(g)
     g.add_argument("--save-txt", action="store_true",
                    help="also write NAME.txt: one YOLO polygon line per instance, 'class x1 y1 x2 y2 ...' "
                         "normalised to 0..1 (Ultralytics save_txt; class = 0..79 COCO index)")
@@ -167,6 +168,12 @@ def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
     g.add_argument("--max-pixels", type=_count, metavar="N",
                    help=f"refuse images larger than N pixels (decompression-bomb guard, default "
                         f"{DEFAULTS['max_pixels'] / 1e6:g}M)")
+
+
+def add_refine_edges_arg(g) -> None:
+    g.add_argument("--refine-edges", action="store_true",
+                   help="snap mask edges to the photo's own edges (a guided filter, about 6 ms of CPU "
+                        "per 854x480 frame): cut-outs, overlays and --save-masks follow them")
 
 
 def _checked(check):

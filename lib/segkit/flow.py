@@ -55,6 +55,8 @@ class Filter:
     threshold: float | None = None
     max_instances: int | None = None
     min_area: float | None = None
+    #: --refine-edges: snap what is kept to the photo's own edges (segkit.edges.refine)
+    refine_edges: bool = False
 
     @property
     def min_score(self) -> float:
@@ -179,7 +181,12 @@ def segment(segmenter, frames: Sequence[Frame], result_filter: Filter, where: st
         what = str(first.path) if first.path is not None else f"frame {first.index}{where}"
         raise SegkitError(f"model {segmenter.name or segmenter.family} failed on {what}: "
                           f"{type(e).__name__}: {e}") from e
-    return [result_filter(s) for s in segs]
+    segs = [result_filter(s) for s in segs]
+    if result_filter.refine_edges:  # after the filter: only what is kept is refined
+        from segkit.edges import refine
+
+        segs = [refine(f.image, s) for f, s in zip(frames, segs)]
+    return segs
 
 
 def write(sinks: Sequence, frame: Frame, seg: Segmentation) -> list[Path]:

@@ -33,6 +33,7 @@ class Options:
     alpha: float | None = None
     ext: str | None = None
     save_masks: bool = False
+    refine_edges: bool = False
     save_txt: bool = False
     save_conf: bool = False
     save_crop: bool = False
@@ -132,7 +133,7 @@ def build_filter(opts) -> "Filter":
 
     validate(opts)
     return Filter(parse_class_filter(opts), getattr(opts, "threshold", None), getattr(opts, "max_instances", None),
-                  getattr(opts, "min_area", None))
+                  getattr(opts, "min_area", None), bool(getattr(opts, "refine_edges", False)))
 
 
 def build_tracker(opts):

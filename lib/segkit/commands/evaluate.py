@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--davis", metavar="ROOT", help="DAVIS folder (JPEGImages/480p, Annotations/480p): "
                                                   "tracked J and F per video sequence")
     g.add_argument("--sequences", metavar="A,B", help="with --davis: only these sequences (default: all)")
+    g.add_argument("--refine-edges", action="store_true",
+                   help="with --davis: score the masks --refine-edges gives (snapped to the frames' edges)")
     g = p.add_argument_group("what to score")
     g.add_argument("--results", metavar="JSON", help="COCO results file (e.g. from segment_folder.py --json)")
     cli.add_model_args(p)
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return _davis(args)
     if args.sequences:
         raise cli.UsageError("--sequences goes with --davis")
+    if args.refine_edges:
+        raise cli.UsageError("--refine-edges goes with --davis")
     flags = {f.name for f in dataclasses.fields(Options)} - {"classes"}
     options = Options(**{k: v for k, v in vars(args).items() if k in flags},  # checks the combination
                       download=not args.no_download, progress=not args.quiet)
@@ -109,7 +113,7 @@ def _davis(args) -> int:
         raise cli.UsageError(str(e)) from None
     classes = cli.parse_class_filter(args)
     threshold = DEFAULTS["threshold"] if args.threshold is None else args.threshold
-    result_filter = Filter(classes, threshold, DEFAULTS["max_instances"], args.min_area)
+    result_filter = Filter(classes, threshold, DEFAULTS["max_instances"], args.min_area, args.refine_edges)
     args.track = True
     segmenter = options.load_model(args, progress=not args.quiet)
     try:
@@ -121,11 +125,12 @@ def _davis(args) -> int:
                                                                                    file=sys.stderr))
     finally:
         segmenter.close()
-    print(f"DAVIS {args.davis}: model {segmenter.name}, classes {args.classes or 'all'}, threshold {threshold}, --track")
+    print(f"DAVIS {args.davis}: model {segmenter.name}, classes {args.classes or 'all'}, threshold {threshold}, --track"
+          + (", --refine-edges" if args.refine_edges else ""))
     print(format_table(scores))
     if args.metrics_file:
         write_json(args.metrics_file, {"davis": args.davis, "model": segmenter.name, "classes": args.classes,
-                                       "threshold": threshold, "sequences": [s.as_dict() for s in scores],
+                                       "threshold": threshold, "refine_edges": args.refine_edges, "sequences": [s.as_dict() for s in scores],
                                        "mean": mean_scores(scores)})
         print(f"metrics: {args.metrics_file}")
     return cli.EXIT_SOME_FAILED if any(s.failed for s in scores) else cli.EXIT_OK

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace everything but the selected classes: white, blur[:SIGMA], a colour "
                         "(name, #rrggbb, r,g,b) or an image file (default: coloured overlay)")
     g.add_argument("--alpha", type=cli._fraction, help=f"overlay opacity 0..1 (default {DEFAULTS['alpha']})")
+    cli.add_refine_edges_arg(g)
     # dest differs from 'output' on purpose: defaults.yaml's output is the image folder.
     g.add_argument("-o", "--output", dest="video_output", metavar="VIDEO",
                    help="write the annotated stream to this video (.mp4/.mov/.mkv: MPEG-4, .avi: MJPEG); "

@@ -2,11 +2,20 @@
 the output's folder and renames it into place when closed, which happens on every way out of a
 ``with`` block (end, exception, Ctrl+C): the file at the final path is always a complete, playable
 video. :class:`VideoSink` is the flow's sink over it.
+
+Codec: H.264 (yuv420p, the profile every browser decodes) with the MP4 index at the front
+("faststart", so a browser starts playing before the whole file is loaded), encoded by the ffmpeg
+binary that the imageio-ffmpeg wheel carries (raw RGB frames through a pipe). Without
+imageio-ffmpeg, OpenCV's MPEG-4 Part 2 (mp4v) is the fallback, which browsers do not play: one
+note says so. ``.avi`` stays Motion JPEG.
 """
 from __future__ import annotations
 
+import errno
 import os
 import queue
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -20,8 +29,83 @@ from segkit.io.atomic import FILE_MODE, free_space_note, fsync_path, temp_owner_
 from segkit.io.sinks import Renderer, Sink
 from segkit.io.video_source import _quiet_opencv
 
-#: container -> FourCC the opencv-python wheels can encode (no H.264 encoder ships with them)
+#: container -> FourCC the opencv-python wheels can encode (no H.264 encoder ships with them):
+#: the fallback when imageio-ffmpeg's ffmpeg is missing, and .avi's codec
 WRITER_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+#: containers written as H.264 by ffmpeg when it is there (the MP4 family with the index first)
+H264_EXTS = (".mp4", ".m4v", ".mov", ".mkv")
+FASTSTART_EXTS = (".mp4", ".m4v", ".mov")
+#: x264 settings: "veryfast" keeps a 640x480 frame at a few ms of CPU beside the model; CRF 23 is
+#: x264's default quality
+H264_PRESET, H264_CRF = "veryfast", 23
+
+
+def ffmpeg_exe() -> str | None:
+    """The ffmpeg binary inside the imageio-ffmpeg wheel (or $IMAGEIO_FFMPEG_EXE), else None."""
+    try:
+        import imageio_ffmpeg
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError, OSError):
+        return None
+
+
+_fallback_noted = False
+
+
+def _note_fallback(path: Path) -> None:
+    global _fallback_noted
+    if not _fallback_noted:
+        _fallback_noted = True
+        print(f"segkit: note: {path}: imageio-ffmpeg is not installed, so this video is MPEG-4 Part 2 "
+              "(mp4v), which web browsers do not play; pip install imageio-ffmpeg for H.264",
+              file=sys.stderr, flush=True)
+
+
+class H264Pipe:
+    """RGB frames -> H.264 in ``path`` through an ffmpeg process (the cv2.VideoWriter calls the
+    writer thread makes: ``write``, ``release``). A failure (a full disk) raises, in words."""
+
+    def __init__(self, exe: str, path: Path, size: tuple[int, int], fps: float):
+        w, h = size
+        self.path = path
+        # yuv420p needs even sides: an odd one gets a black line rather than a resample
+        pad = ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"] if w % 2 or h % 2 else []
+        fast = ["-movflags", "+faststart"] if path.suffix.lower() in FASTSTART_EXTS else []
+        cmd = [exe, "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", f"{fps:.6g}",
+               "-i", "-", "-an", *pad, "-c:v", "libx264", "-preset", H264_PRESET, "-crf", str(H264_CRF),
+               "-pix_fmt", "yuv420p", *fast, str(path)]
+        self._stderr = tempfile.TemporaryFile()
+        # its own session: Ctrl+C in a terminal reaches the whole foreground group, and ffmpeg
+        # would stop before the frames still queued here (the run finalises the video itself)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=self._stderr, start_new_session=True)
+
+    def write(self, rgb: np.ndarray) -> None:
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(rgb).data)
+        except (BrokenPipeError, ValueError, OSError):
+            self.proc.wait()
+            raise self._failure() from None
+
+    def release(self) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        if self.proc.wait() != 0:
+            raise self._failure()
+
+    def _failure(self) -> SegkitError:
+        self._stderr.seek(0)
+        lines = [ln for ln in self._stderr.read().decode(errors="replace").splitlines() if ln.strip()]
+        said = " ".join(lines).lower()
+        if "no space left" in said:
+            from segkit.io.sources import os_problem
+            return SegkitError(os_problem(OSError(errno.ENOSPC, "")))
+        return SegkitError(f"ffmpeg exited with {self.proc.returncode}"
+                           + (f": {lines[-1].strip()}" if lines else ""))
 
 
 class QueueWorker:
@@ -106,13 +190,20 @@ class AtomicVideoWriter(QueueWorker):
         os.close(fd)
         self.tmp_path = Path(tmp)
         os.chmod(self.tmp_path, FILE_MODE)  # mkstemp makes it private (0600)
+        #: the codec: "avc1" (H.264, through ffmpeg) or the OpenCV FourCC (the mp4v fallback, MJPG)
+        self.codec = self.fourcc
+        self._ffmpeg = ffmpeg_exe() if ext in H264_EXTS else None
+        if self._ffmpeg is not None:
+            self.codec = "avc1"
+        elif ext in H264_EXTS:
+            _note_fallback(self.path)
         self.frames_in = 0       # frames given to write()
         self.frames_written = 0  # frames encoded (repeats included)
         self.write_seconds = 0.0
         self.size: tuple[int, int] | None = None
         #: the final path once close() renamed a verified, playable video there, else None
         self.final: Path | None = None
-        self._writer: cv2.VideoWriter | None = None
+        self._writer = None  # cv2.VideoWriter or H264Pipe, opened with the first frame
         self._t0: float | None = None
         self._scheduled = 0
         self._closed = False
@@ -147,15 +238,21 @@ class AtomicVideoWriter(QueueWorker):
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         if image.ndim == 3 and image.shape[2] == 4:
             image = image[..., :3]
-        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        frame = image if self.codec == "avc1" else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         for _ in range(repeats):
-            self._writer.write(bgr)
+            self._writer.write(frame)
         self.frames_written += repeats
         self.write_seconds += time.perf_counter() - t0
 
     def _open(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
         self.size = (w, h)
+        if self.codec == "avc1":
+            try:
+                self._writer = H264Pipe(self._ffmpeg, self.tmp_path, self.size, self.fps)
+            except OSError as e:  # the binary cannot start (noexec, removed): say so in words
+                raise SegkitError(f"{self.path}: cannot start ffmpeg ({e.strerror or e})") from None
+            return
         self._writer = cv2.VideoWriter(str(self.tmp_path), cv2.VideoWriter_fourcc(*self.fourcc),
                                        self.fps, self.size)
         if not self._writer.isOpened():
@@ -176,7 +273,10 @@ class AtomicVideoWriter(QueueWorker):
         try:
             self._finish()
             if self._writer is not None:
-                self._writer.release()  # writes the container index: the file becomes playable
+                try:
+                    self._writer.release()  # writes the container index: the file becomes playable
+                except SegkitError as e:
+                    self.error = self.error or e
             if self.error is None and self.frames_written and not discard:
                 fsync_path(self.tmp_path)  # a delayed "disk full" surfaces here, not after the rename
                 problem = _playback_problem(self.tmp_path, self.frames_written)
