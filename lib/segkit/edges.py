@@ -46,6 +46,24 @@ def ramp(p: np.ndarray, threshold: float, width: float = RAMP) -> np.ndarray:
     return np.clip(a, 0.0, 1.0, out=a)
 
 
+#: How far outside the mask the lower half of the ramp may reach, as a fraction of the image
+#: diagonal (at least 2 px): an edge's soft fringe, never a faint ghost of a blob the threshold
+#: rejected (the person model paints doubtful regions at probability 0.3-0.5).
+FRINGE = 0.004
+
+
+def edge_alpha(p: np.ndarray, threshold: float, width: float = RAMP) -> np.ndarray:
+    """``ramp`` with the part below the threshold kept only next to the mask (``FRINGE``)."""
+    a = ramp(p, threshold, width)
+    faint = (a > 0) & (a < 0.5)
+    if faint.any():
+        h, w = a.shape
+        k = max(2, int(round(FRINGE * float(np.hypot(h, w)))))
+        near = cv2.dilate((a >= 0.5).view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+        a[faint & (near == 0)] = 0
+    return a
+
+
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float = EPS,
                   subsample: int = 1) -> np.ndarray:
     """He et al.'s guided filter of ``src`` (float [H,W]) with an RGB uint8 ``guide`` [H,W,3].

@@ -222,18 +222,18 @@ def _cover(img: np.ndarray, w: int, h: int) -> np.ndarray:
 
 def foreground_alpha(seg: Segmentation) -> np.ndarray:
     """float32 alpha [H,W] in 0..1: the model's probability at full resolution through a short
-    ramp around the threshold (segkit.edges.ramp), for semantic and instance models alike; the
+    ramp around the threshold (segkit.edges.edge_alpha: its lower half only at the mask's edge), for semantic and instance models alike; the
     union of a result's classes or instances. Alpha >= 0.5 exactly where the mask is. A result
     with hard masks only (no ``soft``) gives 0 / 1."""
-    from segkit.edges import ramp
+    from segkit.edges import edge_alpha
 
     if seg.is_semantic:
         if not seg.probs.shape[-1]:
             return np.zeros((seg.height, seg.width), np.float32)
         p = seg.probs[..., 0] if seg.probs.shape[-1] == 1 else seg.probs.max(axis=-1)
-        return ramp(p, seg.mask_threshold)
+        return edge_alpha(p, seg.mask_threshold)
     if seg.soft is None or not len(seg):
         return seg.foreground().astype(np.float32)
     # the ramp rises with the probability, so the union's alpha is the ramp of the largest one
     p = seg.soft[0] if len(seg) == 1 else seg.soft.max(axis=0)
-    return ramp(p.astype(np.float32) * np.float32(1 / 255), 0.5)
+    return edge_alpha(p.astype(np.float32) * np.float32(1 / 255), 0.5)
