@@ -138,7 +138,9 @@ def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLik
     if path is None and model is not None and (isinstance(model, os.PathLike) or Path(model).exists()):
         model, path = None, model
     path = str(path) if path is not None else None
-    if classes is not None and not isinstance(classes, str):
+    if isinstance(classes, int) and not isinstance(classes, bool):
+        classes = str(classes)  # one COCO id
+    elif classes is not None and not isinstance(classes, str):
         classes = ",".join(str(c) for c in classes)
     opts = options.Options(model=model, model_path=path, classes=classes,
                            threshold=DEFAULTS["threshold"] if threshold is _CONFIG else threshold,
@@ -156,7 +158,9 @@ def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLik
         except ValueError as e:
             segmenter.close()
             raise ValueError(f"--classes: {e}") from None
-    return Model(segmenter, Filter(wanted, opts.threshold, opts.max_instances, opts.min_area))
+    checked = {k: None if getattr(opts, k) is None else options.CHECKS[k](getattr(opts, k))
+               for k in ("threshold", "max_instances", "min_area")}  # "0.5" -> 0.5, as argparse gives
+    return Model(segmenter, Filter(wanted, checked["threshold"], checked["max_instances"], checked["min_area"]))
 
 
 def _video_source(source, start: int = 0):

@@ -62,7 +62,7 @@ def warn_changed(plan, now: dict, out_dir: Path) -> None:
         return
     changes = []
     for old in plan.stale_settings:
-        diff = "no record of their settings (an older segkit)" if old is None else "; ".join(differences(old, now))
+        diff = "no record of their settings: a run stopped half-way, or an older segkit" if old is None else "; ".join(differences(old, now))
         if diff not in changes:
             changes.append(diff)
     n = len(plan.stale)
