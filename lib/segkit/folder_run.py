@@ -9,7 +9,7 @@ from pathlib import Path
 
 from segkit import options
 from segkit.config import DEFAULTS
-from segkit.errors import UsageError, error
+from segkit.errors import SegkitError, UsageError, error
 from segkit.flow import Policy, RunStats, run
 from segkit.io.results import CocoResults, Failures, ResultsCache, load_image_ids
 from segkit.io.resume import (Made, check_output_dir, differences, output_folder, plan_run, settings_changed,
@@ -90,6 +90,10 @@ def segment_folder(args) -> tuple[RunStats, str]:
     if not items:
         raise no_images(args)
     sinks, json_path = options.build_outputs(args, out_dir)
+    # --save-mots / --per-track: kept per frame under out/.segkit, merged in frame order at the end
+    track_outputs = options.build_track_outputs(_in_output(args, out_dir), items=items, state_dir=out_dir,
+                                                fps=_frames_fps(args))
+    sinks += track_outputs
     options.refuse_to_overwrite_inputs(items, sinks, json_path)
     id_map = load_image_ids(args.coco_annotations) if args.coco_annotations else None
     result_filter = options.build_filter(args)
@@ -130,5 +134,44 @@ def segment_folder(args) -> tuple[RunStats, str]:
         print(f"failures: {failures.path}", file=sys.stderr)
     if results is not None and results.path and not args.quiet:
         print(f"COCO results: {results.path} ({results.count} detections)")
+    if not args.quiet:
+        for line in _track_output_lines(track_outputs):
+            print(line)
     return stats, model
+
+
+def _in_output(args, out_dir: Path):
+    """--save-mots NAME (no folder in it) goes into the output folder, as --json NAME does."""
+    mots = getattr(args, "save_mots", None)
+    if mots and not Path(mots).is_absolute() and not Path(mots).parent.parts:
+        from argparse import Namespace
+        return Namespace(**{**vars(args), "save_mots": str(out_dir / mots)})
+    return args
+
+
+def _frames_fps(args) -> float | None:
+    """The frame rate video_to_frames recorded for the input folder (manifest.json), if any."""
+    from segkit.io.frames import read_manifest
+
+    folder = Path(args.input[0]) if len(args.input) == 1 else None
+    if folder is None or not folder.is_dir():
+        return None
+    try:
+        manifest = read_manifest(folder)
+    except SegkitError:
+        return None
+    return manifest.fps if manifest is not None else None
+
+
+def _track_output_lines(track_outputs) -> list[str]:
+    from segkit.io.mots import MotsFile
+
+    lines = []
+    for sink in track_outputs:
+        if isinstance(sink, MotsFile):
+            if sink.path:
+                lines.append(f"MOTS: {sink.path} ({sink.lines} objects)")
+        elif sink.written:
+            lines.append(f"per-track clips: {len(sink.written)} in {sink.out_dir}")
+    return lines
 

@@ -80,3 +80,59 @@ def test_the_issues_davis_command_writes_a_mots_file(tmp_path, capsys, monkeypat
     gt = cv2.imread(str(shared_path("davis2016", "Annotations", "480p", "dog", "00000.png")), 0) > 0
     first = rows[0][3]
     assert first.shape == (480, 854) and (first & gt).sum() / (first | gt).sum() > 0.5
+
+
+# ----------------------------------------------------------------------------- segment_folder --track
+def folder_run(capsys, *args) -> tuple[int, str, str]:
+    from segkit.commands import folder
+
+    code = cli.run_main(folder.main, [str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def people_frames(tmp_path_factory):
+    """12 frames: the sample photo of people sliding right over a black frame."""
+    folder = tmp_path_factory.mktemp("people_frames")
+    patch = cv2.resize(cv2.imread(str(SAMPLE)), (120, 150), interpolation=cv2.INTER_AREA)
+    for i in range(12):
+        im = np.zeros((150, 240, 3), np.uint8)
+        im[:, 4 * i:120 + 4 * i] = patch
+        cv2.imwrite(str(folder / f"{i:04d}.jpg"), im)
+    return folder
+
+
+def test_folder_run_resumed_writes_the_mots_file_and_clips_of_an_uninterrupted_run(people_frames, tmp_path, capsys):
+    import shutil
+
+    args = ["-i", people_frames, "--track", "--no-visual", "--save-mots", "tracks.txt", "--per-track",
+            tmp_path / "{}" / "clips", "--min-track-frames", 3, "--quiet"]
+    whole = tmp_path / "whole"
+    code, _, err = folder_run(capsys, "-o", whole, *[str(a).format("whole") for a in args])
+    assert code == 0, err
+    rows = read_mots(whole / "tracks.txt")  # a bare name goes into the output folder, as --json's
+    assert rows and sorted({r[0] for r in rows}) == list(range(1, 13)) and {r[2] for r in rows} == {2}
+    clips = sorted(p.name for p in (whole / "clips").iterdir())
+    assert clips and all(c.startswith("person_") for c in clips)
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole, resumed)
+    shutil.rmtree(resumed / "clips")
+    (resumed / "tracks.txt").unlink()
+    for name in ("0003", "0008"):  # killed before these frames were complete
+        for p in [resumed / ".segkit" / "mots" / f"{name}.txt", resumed / ".segkit" / "tracks" / f"{name}.txt",
+                  resumed / ".segkit" / "tracker" / f"{name}.npz"]:
+            p.unlink()
+    code, _, err = folder_run(capsys, "-o", resumed, *[str(a).format("resumed") for a in args])
+    assert code == 0, err
+    assert (resumed / "tracks.txt").read_text() == (whole / "tracks.txt").read_text()
+    assert sorted(p.name for p in (resumed / "clips").iterdir()) == clips
+    from fixtures.clips import count_frames
+    assert [count_frames(resumed / "clips" / c) for c in clips] == [count_frames(whole / "clips" / c) for c in clips]
+
+
+def test_folder_run_refuses_mots_without_track(people_frames, tmp_path, capsys):
+    code, _, err = folder_run(capsys, "-i", people_frames, "-o", tmp_path / "o", "--save-mots", "t.txt")
+    assert code == 2 and err.count("\n") == 1 and "--save-mots needs track ids: add --track" in err
+    assert not (tmp_path / "o").exists()

@@ -134,3 +134,19 @@ def test_script_usage(tmp_path):
     bad.write_bytes(b"")
     p = run("bash", REPO / "scripts" / "video_pipeline.sh", bad, tmp_path / "out")
     assert p.returncode == 1 and p.stderr.strip() == f"segkit: error: {bad}: empty file (0 bytes)"
+
+
+def test_pipeline_per_track_clips(tmp_path):
+    """PER_TRACK=1: the objects are tracked and each long enough track gets its cut-out clip."""
+    video = shared_path("videos", "carphone_pristine.mp4")
+    out = tmp_path / "out"
+    p = subprocess.run(["bash", str(REPO / "scripts" / "video_pipeline.sh"), str(video), str(out)],
+                       env={**ENV, "PER_TRACK": "1", "MAX_FRAMES": "12", "BACKGROUND": "black"},
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    clips = sorted((out / "tracks").glob("*.mp4"))
+    assert [c.name for c in clips] == ["person_1.mp4"]  # the man in the car, one track
+    cap = cv2.VideoCapture(str(clips[0]))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    assert 10 <= n <= 12 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(29.97 / 4, rel=1e-2)
+    assert (out / "collage.gif").is_file()

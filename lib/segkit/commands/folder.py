@@ -15,6 +15,7 @@ EPILOG = """examples:
   segment_folder.py -i 'shots/**/*.png' --model-path exported/saved_model --classes person,dog --json
   segment_folder.py -i val2017/ --json --coco-annotations instances_val2017.json
   segment_folder.py -i frames/ --track --model yolov5s_seg_coco --save-txt --json   # a video's frames
+  segment_folder.py -i frames/ --track --model yolov5s_seg_coco --classes person --save-mots tracks.txt --per-track clips/
 
 Run it again to finish an interrupted run: complete outputs are skipped (--overwrite redoes them).
 Outputs made with other settings (another model, other classes, threshold or background) do not
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_filter_args(p)
     cli.add_output_args(p, json_help="write one COCO results JSON (RLE masks, loadable by COCO.loadRes) "
                                      "for the whole folder; default name results.json in the output folder")
+    cli.add_track_output_args(p)
     g = p.add_argument_group("folder runs")
     g.add_argument("--track", action="store_true",
                    help="-i is one video's frames (a folder in name order, or a printf pattern such as "
