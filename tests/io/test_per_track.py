@@ -98,3 +98,15 @@ def test_folder_run_cuts_clips_at_the_end_in_folder_order(tmp_path):
     # in order: the square moves right one pixel a frame
     xs = [int(np.flatnonzero(f[30, :, 1] < 120)[0]) for f in person]
     assert xs == sorted(xs) and xs[-1] - xs[0] == 13
+
+
+@pytest.mark.parametrize("spec", ["black", "#10a0f0", "blur:3"])
+def test_a_clip_frame_is_the_cutout_of_its_object(spec):
+    """Colour backgrounds take a faster path than render.cutout: the same picture."""
+    from segkit.render import cutout
+
+    image, seg = scene(0, {1: (1, 10), 2: (1, 50)})
+    image = image + np.random.default_rng(0).integers(0, 20, image.shape, dtype=np.uint8)  # texture
+    cutter = ClipCutter("unused", clip_background(spec), fps=10)
+    for m in seg.masks:
+        assert (cutter._picture(image, m) == cutout(image, m, clip_background(spec))).all()

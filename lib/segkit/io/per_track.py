@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from segkit.config import DEFAULTS
@@ -74,6 +75,7 @@ class ClipCutter:
         self.written: list[Path] = []     # finished clips
         self.skipped = 0                  # tracks shorter than min_frames
         self.error: BaseException | None = None
+        self._plain: np.ndarray | None = None  # a frame of the background colour
 
     def add(self, index: int, image: np.ndarray, seg: Segmentation) -> None:
         if seg.track_ids is None:
@@ -87,7 +89,7 @@ class ClipCutter:
                 stem = f"{class_name(cid, seg.label_names).replace(' ', '_')}_{tid}" + (f"_{part}" if part > 1 else "")
                 clip = self.clips[tid] = _Clip(stem, index, index)
             clip.last = index
-            picture = cutout(image, m, self.background)
+            picture = self._picture(image, m)
             clip.frames += 1
             if clip.writer is None:
                 clip.pending.append(picture)
@@ -96,6 +98,20 @@ class ClipCutter:
             else:
                 clip.writer.write(picture)
         self._retire(lambda c: index - c.last > self.idle_frames)
+
+    def _picture(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The cut-out of one object. On a plain colour only the object's box is copied over a
+        ready colour frame (0.5 ms instead of render.cutout's 11 ms at 768x576: a clip per
+        person must not slow a live run down); blur and images go through render.cutout."""
+        if self.background.kind != "color":
+            return cutout(image, mask, self.background)
+        if self._plain is None or self._plain.shape != image.shape:
+            self._plain = np.empty_like(image)
+            self._plain[:] = self.background.color
+        out = self._plain.copy()
+        x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+        np.copyto(out[y:y + h, x:x + w], image[y:y + h, x:x + w], where=mask[y:y + h, x:x + w, None])
+        return out
 
     def _start(self, clip: _Clip) -> None:
         from segkit.io.video_writer import AtomicVideoWriter
