@@ -65,7 +65,7 @@ def update(mean: np.ndarray, cov: np.ndarray, measurements: np.ndarray) -> tuple
     # K = P H' S^-1, solved rather than inverted (S is symmetric positive definite)
     gain = np.linalg.solve(proj_cov, (_UPDATE @ cov)).transpose(0, 2, 1)   # [N,8,4]
     innovation = np.asarray(measurements, np.float64).reshape(-1, 4) - proj_mean
-    mean = mean + np.einsum("nij,nj->ni", gain, innovation)
+    mean = mean + (gain @ innovation[:, :, None])[:, :, 0]
     cov = cov - gain @ proj_cov @ gain.transpose(0, 2, 1)
     return mean, cov
 
