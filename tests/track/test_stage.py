@@ -11,7 +11,7 @@ from segkit.io.sinks import Call
 from segkit.io.sources import Frame, Frames
 from segkit.segmentation import Segmentation
 from segkit.track import Tracker
-from segkit.track.stage import DetectionFilter
+from segkit.track.stage import detection_filter
 
 
 def collect(results: dict):
@@ -49,7 +49,7 @@ def test_an_unreadable_frame_in_a_folder_is_failed_and_the_track_survives(tmp_pa
 def test_low_scores_reach_the_tracker_but_not_an_untracked_run():
     seg = Segmentation(4, 4, masks=np.ones((3, 4, 4), bool), boxes=np.zeros((3, 4), np.float32),
                        class_ids=np.array([1, 1, 2], np.int32), scores=np.array([0.9, 0.3, 0.05], np.float32))
-    f = DetectionFilter({1, 2}, 0.5, None, None, low_score=0.1)
+    f = detection_filter(Filter({1, 2}, 0.5), low_score=0.1)
     assert f.min_score == 0.1
     assert f(seg).scores.tolist() == pytest.approx([0.9, 0.3])
     assert Filter({1, 2}, 0.5)(seg).scores.tolist() == pytest.approx([0.9])
@@ -57,3 +57,16 @@ def test_low_scores_reach_the_tracker_but_not_an_untracked_run():
     probs = np.full((4, 4, 1), 0.3, np.float32)
     sem = Segmentation(4, 4, probs=probs, prob_class_ids=(1,))
     assert f(sem).mask_threshold == 0.5
+
+
+def test_the_tracking_filter_keeps_every_setting_of_the_runs_filter():
+    """Filter grows settings (refine_edges...): each one reaches the tracked run unchanged."""
+    from dataclasses import fields
+
+    base = Filter({1}, 0.4, 7, 0.01)
+    for f in fields(Filter):  # every field set to something other than its default
+        if f.type in (bool, "bool"):
+            setattr(base, f.name, True)
+    made = detection_filter(base, 0.1)
+    assert all(getattr(made, f.name) == getattr(base, f.name) for f in fields(Filter))
+    assert made.low_score == 0.1 and detection_filter(Filter(), 0.1).__dict__.get("refine_edges", False) is False

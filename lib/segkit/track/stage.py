@@ -1,7 +1,7 @@
 """The tracker as a stage of the one flow: what the model must hand it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from segkit.flow import Filter
 from segkit.segmentation import Segmentation
@@ -27,5 +27,6 @@ class DetectionFilter(Filter):
 
 
 def detection_filter(result_filter: Filter, low_score: float) -> DetectionFilter:
-    return DetectionFilter(result_filter.classes, result_filter.threshold, result_filter.max_instances,
-                           result_filter.min_area, low_score)
+    """``result_filter`` with every one of its settings (by name: Filter grows new ones)."""
+    return DetectionFilter(**{f.name: getattr(result_filter, f.name) for f in fields(Filter)},
+                           low_score=low_score)
