@@ -8,8 +8,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
+
+
+def _terminated_while_starting(signum, frame):  # nothing written yet: one line, exit 143
+    print("segkit: terminated (SIGTERM)", file=sys.stderr, flush=True)
+    os._exit(143)
+
+
+signal.signal(signal.SIGTERM, _terminated_while_starting)  # until segkit.commands takes over
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lib"))  # this checkout's segkit, installed or not

@@ -156,3 +156,35 @@ def test_folder_summary_counts_inputs_not_the_results_file(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert "3 images done, 0 skipped, 0 failed" in err, err
     assert rc == 3 and "results.json: cannot write: no space left on device" in err
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a SIGTERM handler yet (Linux: the SigCgt mask in /proc)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    except OSError:
+        pass
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+@pytest.mark.parametrize("delay", [0.0, 0.3, 0.8])
+def test_sigterm_while_starting_up_is_one_line_and_143(delay, tmp_path):
+    """Before the run loop (imports, model loading) nothing is written: one line, exit 143. From the
+    moment Python runs the script's first lines (before that only the interpreter is starting)."""
+    photo = noise(tmp_path / "photo.png")
+    p = subprocess.Popen([sys.executable, str(REPO / "bin" / "segment_image.py"), "-i", str(photo), "-o",
+                          str(tmp_path / "out"), "--model-path", str(MODEL)], env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not catches_sigterm(p.pid) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    time.sleep(delay)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    if p.returncode == 0:
+        pytest.skip("it had already finished")
+    assert p.returncode == 143 and err.splitlines()[-1:] == ["segkit: terminated (SIGTERM)"], (p.returncode, err)
+    assert "Traceback" not in err

@@ -36,22 +36,25 @@ def run(name: str, argv: list[str] | None = None) -> int:
     """Run one subcommand's main() with the usual error/exit-code handling."""
     # Ctrl+C while the modules load (cli's YAML, numpy, OpenCV ...): a KeyboardInterrupt raised
     # inside an import is a traceback (or an ImportError one), so end here with one line instead.
+    # SIGTERM too: nothing is written yet, so one line and its exit code (run_main takes over after)
     main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
-    previous = signal.signal(signal.SIGINT, _interrupted_while_loading) if main_thread else None
+    previous = {sig: signal.signal(sig, _interrupted_while_loading) for sig in (signal.SIGINT, signal.SIGTERM)
+                } if main_thread else {}
     try:
         from segkit import cli
 
         cli.quiet_frameworks("--verbose" in (sys.argv[1:] if argv is None else argv))
         module = importlib.import_module(f"segkit.commands.{COMMANDS[name][0]}")
     finally:
-        if main_thread:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return cli.run_main(module.main, argv)
 
 
 def _interrupted_while_loading(signum, frame):
-    print("segkit: interrupted", file=sys.stderr, flush=True)
-    os._exit(130)
+    term = signum == signal.SIGTERM
+    print(f"segkit: {'terminated (SIGTERM)' if term else 'interrupted'}", file=sys.stderr, flush=True)
+    os._exit(143 if term else 130)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def exit_after(code: int):
     """End a command-line process with ``code``. Its work is done and its outputs are written, so
-    a Ctrl+C that lands while Python shuts down (joining worker threads, atexit) is ignored:
+    a Ctrl+C or SIGTERM that lands while Python shuts down (joining worker threads, atexit) is ignored:
     otherwise Python prints an "Exception ignored ... KeyboardInterrupt" traceback after the
     run's own summary line."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # likewise: Python would die of it silently (-15)
     sys.exit(code)
 
 
