@@ -70,3 +70,36 @@ def test_the_tracking_filter_keeps_every_setting_of_the_runs_filter():
     made = detection_filter(base, 0.1)
     assert all(getattr(made, f.name) == getattr(base, f.name) for f in fields(Filter))
     assert made.low_score == 0.1 and detection_filter(Filter(), 0.1).__dict__.get("refine_edges", False) is False
+
+
+def test_a_live_camera_that_drops_frames_keeps_the_track():
+    """A 100 fps camera and a model taking 25 ms: most frames are dropped, the indices the
+    tracker sees jump, and the square keeps its id across the gaps."""
+    import time
+
+    from fixtures.clips import FakeCamera
+    from segkit.io.video_source import VideoSource
+
+    class SquareCamera(FakeCamera):
+        def read(self):
+            ok, img = super().read()
+            if ok:
+                img[:] = 0
+                x = 4 + (self.reads % 60) * 2   # 2 px per camera frame, back to the left every 60
+                img[40:60, x:x + 20] = 255
+            return ok, img
+
+    class SlowBlobs(BrightBlobs):
+        def segment(self, images, min_score=0.0):
+            time.sleep(0.025)
+            return super().segment(images, min_score)
+
+    results: dict[int, Segmentation] = {}
+    cam = SquareCamera(frames=55, fps=100)
+    with VideoSource(0, capture=cam) as source:
+        stats = run(source, SlowBlobs(), [collect(results)], policy=STREAM, tracker=Tracker())
+        dropped = source.dropped
+    indices = sorted(results)
+    assert dropped > 10 and stats.done == len(indices) >= 5
+    assert max(b - a for a, b in zip(indices, indices[1:])) > 1   # gaps the tracker predicted over
+    assert all(seg.track_ids.tolist() == [1] for seg in results.values())
