@@ -9,7 +9,7 @@ from pathlib import Path
 
 from segkit import options
 from segkit.config import DEFAULTS
-from segkit.errors import SegkitError, UsageError, error
+from segkit.errors import SegkitError, UsageError
 from segkit.flow import Policy, RunStats, run
 from segkit.io.results import CocoResults, Failures, ResultsCache, load_image_ids
 from segkit.io.resume import (Made, check_output_dir, differences, output_folder, plan_run, settings_changed,

@@ -75,9 +75,11 @@ def test_segment_image_into_a_folder_a_segment_folder_run_is_writing_is_refused(
     with OutputLock(out):  # what a segment_folder run holds while it writes
         (out / "results.json").write_text("[]\n")
         r = run("segment_image.py", "-i", photo, "-o", out, "--json")
+        r2 = run("segment_image.py", "-i", photo, "-o", tmp_path / "elsewhere", "--json", out / "results.json")
     assert r.returncode == 2, r.stderr
     assert r.stderr.splitlines() == [f"segkit: error: {out}: a segment_folder run is writing into this "
                                      "folder; wait for it to end or choose another -o"]
+    assert r2.returncode == 2 and "a segment_folder run is writing" in r2.stderr, r2.stderr
     assert (out / "results.json").read_text() == "[]\n" and not (out / "photo.png").exists()
     r = run("segment_image.py", "-i", photo, "-o", out, "--json")  # once it has ended
     assert r.returncode == 0, r.stderr

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 
 from segkit import cli
@@ -69,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     result_filter = cli.build_filter(args)
     # a segment_folder run's output folder: hold its lock (taken before the model loads, so a
     # refusal comes at once), so that neither run replaces the other's files or results.json
-    with OutputLock(out_dir) if (out_dir / STATE_DIR).is_dir() else nullcontext():
+    with ExitStack() as locks:
+        folders = {out_dir.resolve(): out_dir}
+        if json_path is not None:  # --json /elsewhere/results.json
+            folders.setdefault(json_path.parent.resolve(), json_path.parent)
+        for folder in folders.values():
+            if (folder / STATE_DIR).is_dir():
+                locks.enter_context(OutputLock(folder))
         return _segment(args, items, sinks, json_path, out_dir, result_filter)
 
 
