@@ -184,3 +184,14 @@ def test_kalman_round_trip_and_assignment_limits():
     assert iou[0].tolist() == pytest.approx([1 / 3, 0])
     pairs, rows, cols = assign(np.array([[0.1, 0.9], [0.95, 0.99]]), limit=0.8)
     assert pairs == [(0, 0)] and rows == [1] and cols == [1]
+
+
+def test_a_long_gap_forgets_the_tracks_without_predicting_every_frame_of_it(monkeypatch):
+    tr = Tracker(max_age=30)
+    tr.update(frame((50, 40, 80, 80, 0.9)), 0)
+    calls = []
+    real = kalman.predict
+    monkeypatch.setattr(kalman, "predict", lambda m, c: calls.append(1) or real(m, c))
+    out = tr.update(frame((50, 40, 80, 80, 0.9)), 10_000_000)   # a camera back after a day
+    assert calls == []   # the old track was forgotten before any prediction over the gap
+    assert len(out) == 0 and len(tr.tracks) == 1 and not tr.tracks[0].id   # a new track, unconfirmed

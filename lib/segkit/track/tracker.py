@@ -119,9 +119,6 @@ class Track:
     grid: np.ndarray | None = None     # the last mask on the coarse grid
     grid_xy: tuple[float, float] = (0.0, 0.0)  # box centre when that mask was seen
 
-    def box(self) -> np.ndarray:
-        return kalman.xyah_to_xyxy(self.mean[:4])[0]
-
 
 class Tracker:
     """ByteTrack-style tracking of a video's instances (see the module docstring)."""
@@ -161,8 +158,9 @@ class Tracker:
             raise ValueError(f"frame {frame_index} after frame {self.frame}: frames must come in order")
         first = self.frame is None
         s = self.settings
-        self._predict_to(frame_index)
+        # forget the tracks lost too long first: what is left is predicted at most max_age frames
         self.tracks = [t for t in self.tracks if frame_index - t.last <= s.max_age]
+        self._predict_to(frame_index)
 
         high = np.flatnonzero(dets.scores >= s.high_score)
         low = np.flatnonzero((dets.scores >= s.low_score) & (dets.scores < s.high_score))
