@@ -207,6 +207,8 @@ class _TakingTurns:
             self._segmenter.close()
 
     def __getattr__(self, name):
+        if name.startswith("__") or name in ("_segmenter", "_lock"):  # copy/pickle probes: no recursion
+            raise AttributeError(name)
         return getattr(self._segmenter, name)
 
 
