@@ -121,8 +121,8 @@ def _davis(args) -> int:
                   file=sys.stderr, desc="evaluate --davis", dynamic_ncols=True) as bar:
             scores = evaluate_davis(args.davis, segmenter, result_filter,
                                     lambda: options.build_tracker(args), [n for n, _, _ in seqs],
-                                    progress=bar, limit=args.limit, on_error=lambda line: tqdm.write(f"segkit: error: {line}",
-                                                                                   file=sys.stderr))
+                                    progress=bar, limit=args.limit,
+                                    on_error=lambda line: tqdm.write(f"segkit: error: {line}", file=sys.stderr))
     finally:
         segmenter.close()
     print(f"DAVIS {args.davis}: model {segmenter.name}, classes {args.classes or 'all'}, threshold {threshold}, --track"
