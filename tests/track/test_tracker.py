@@ -195,3 +195,27 @@ def test_a_long_gap_forgets_the_tracks_without_predicting_every_frame_of_it(monk
     out = tr.update(frame((50, 40, 80, 80, 0.9)), 10_000_000)   # a camera back after a day
     assert calls == []   # the old track was forgotten before any prediction over the gap
     assert len(out) == 0 and len(tr.tracks) == 1 and not tr.tracks[0].id   # a new track, unconfirmed
+
+
+def test_masks_tell_apart_objects_whose_boxes_coincide():
+    """A person in front of another (one box for both, the masks differ: left and right half):
+    the detections come in either score order; the mask IoU keeps each id on its own half, box
+    IoU alone cannot (every pairing costs the same)."""
+    def seg(left_first: bool) -> Segmentation:
+        masks = np.zeros((2, H, W), bool)
+        masks[0, 40:80, 50:70] = True    # left half of the box
+        masks[1, 40:80, 70:90] = True    # right half
+        order = [0, 1] if left_first else [1, 0]
+        return Segmentation(H, W, masks=masks[order], boxes=np.array([[50, 40, 90, 80]] * 2, np.float32),
+                            class_ids=np.ones(2, np.int32), scores=np.array([0.9, 0.8], np.float32))
+
+    def left_ids(tracker) -> list[int]:
+        got = []
+        for i in range(8):
+            out = tracker.update(seg(left_first=i % 3 != 1), i)
+            left = [int(t) for m, t in zip(out.masks, out.track_ids) if m[60, 55]]
+            got.append(left[0])
+        return got
+
+    assert len(set(left_ids(Tracker(mask_weight=0.3)))) == 1
+    assert len(set(left_ids(Tracker(mask_weight=0.0)))) > 1

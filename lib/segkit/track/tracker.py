@@ -9,8 +9,9 @@ Each frame (Zhang et al., "ByteTrack: Multi-Object Tracking by Associating Every
 1. every track's box is predicted to this frame by a constant-velocity Kalman filter (once per
    frame index, so a gap of dropped frames is predicted over, not mistaken for a stop);
 2. detections scoring >= ``high_score`` are matched to the confirmed tracks, live and lost, on
-   overlap: the predicted box's IoU, blended with the IoU of the track's last mask (moved with
-   the prediction) where the track was seen in the previous frame, times the detection's score;
+   overlap: the predicted box's IoU times the detection's score; where boxes are ambiguous (a
+   track near two detections, or a detection near two tracks) the IoU of the track's last mask,
+   moved with the prediction, is blended in for tracks seen in the previous frame;
 3. detections between ``low_score`` and ``high_score`` (an occluded or blurred object) are
    matched to the live tracks still unmatched, on box IoU only; those still unmatched are lost;
 4. a track started in the previous frame is confirmed by a match now, or dropped;
@@ -37,6 +38,8 @@ from segkit.track.instances import instances_of, take
 from segkit.track.matching import FORBIDDEN, assign, box_iou, grid_step, mask_grid, mask_iou
 
 STATE_VERSION = 1
+#: box IoU above which a track and a detection count as candidates for each other
+AMBIGUOUS_IOU = 0.1
 
 
 @dataclass(frozen=True)
@@ -222,13 +225,18 @@ class Tracker:
         s = self.settings
         sim = box_iou(kalman.xyah_to_xyxy(np.stack([t.mean[:4] for t in tracks])), dets.boxes[det_idx])
         if masks and s.mask_weight > 0 and dets.grids.size:
-            # tracks seen in the previous frame: their mask, moved as the Kalman filter predicts
-            use = [i for i, t in enumerate(tracks) if t.grid is not None and not t.lost
+            # where boxes are ambiguous (a track overlapping two detections, or a detection two
+            # tracks: people crossing), the masks of tracks seen in the previous frame, moved as
+            # the Kalman filter predicts, help tell them apart
+            near = sim > AMBIGUOUS_IOU
+            ambiguous = (near.sum(1) > 1)[:, None] | (near.sum(0) > 1)[None, :]
+            use = [i for i, t in enumerate(tracks) if ambiguous[i].any() and t.grid is not None and not t.lost
                    and t.grid.shape == dets.grids.shape[1:]]
             if use:
                 moved = np.stack([_shift(tracks[i].grid, tracks[i].mean[:2] - tracks[i].grid_xy, dets.step)
                                   for i in use])
-                sim[use] = (1 - s.mask_weight) * sim[use] + s.mask_weight * mask_iou(moved, dets.grids[det_idx])
+                blend = (1 - s.mask_weight) * sim[use] + s.mask_weight * mask_iou(moved, dets.grids[det_idx])
+                sim[use] = np.where(ambiguous[use], blend, sim[use])
         if fuse:
             sim = sim * dets.scores[det_idx][None, :]
         cost = 1.0 - sim
