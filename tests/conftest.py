@@ -67,3 +67,33 @@ def garden_export(tmp_path_factory):
     export_dir = tmp_path_factory.mktemp("garden_export")
     garden_model.build_export(export_dir)
     return export_dir
+
+
+# ------------------------------------------------------------------ segkit serve (tests/serve/)
+# Here rather than in tests/serve/conftest.py: a second conftest module would take the name
+# `conftest` from this one, and the test modules that import from it would break.
+@pytest.fixture(scope="session")
+def serve_service():
+    """The default person model's Service, loaded once for the serve tests."""
+    from segkit.serve.service import Service
+
+    s = Service(["person_selfie_coco"], workers=2, max_queue=64)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def serve_url(serve_service):
+    """Base URL of the app over serve_service, on uvicorn on a free port of 127.0.0.1."""
+    from fixtures.serving import running
+    from segkit.serve.app import create_app
+
+    with running(create_app(serve_service)) as u:
+        yield u
+
+
+@pytest.fixture(scope="session")
+def serve_photo() -> bytes:
+    from fixtures.serving import PHOTO
+
+    return PHOTO.read_bytes()

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import psutil
 from PIL import Image
 
-from conftest import PHOTO, start_process
+from fixtures.serving import PHOTO, start_process
 
 REQUESTS, CLIENTS, WARMUP = 2000, 16, 200
 MAX_GROWTH = 50 * 2**20

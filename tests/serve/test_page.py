@@ -10,7 +10,7 @@ import os
 import pytest
 from PIL import Image
 
-from conftest import PHOTO, REPO
+from fixtures.serving import PHOTO, REPO
 
 _spec = importlib.util.spec_from_file_location("serve_screenshot", REPO / "docs" / "gallery" / "serve_screenshot.py")
 shot = importlib.util.module_from_spec(_spec)
@@ -29,8 +29,8 @@ def browser():
     driver.quit()
 
 
-def test_page_uploads_a_photo_and_shows_overlay_and_cutout(browser, base_url, tmp_path):
-    state = shot.drive_page(base_url + "/", PHOTO, tmp_path / "serve.png", driver=browser)
+def test_page_uploads_a_photo_and_shows_overlay_and_cutout(browser, serve_url, tmp_path):
+    state = shot.drive_page(serve_url + "/", PHOTO, tmp_path / "serve.png", driver=browser)
     size = list(Image.open(PHOTO).size)
     assert state["error"] is None, state
     assert state["original"] == size and state["overlay"] == size and state["cutout"] == size
@@ -40,15 +40,15 @@ def test_page_uploads_a_photo_and_shows_overlay_and_cutout(browser, base_url, tm
         assert im.size[0] >= 1000
 
 
-def test_keyboard_reaches_the_file_field_and_errors_are_words(browser, base_url, tmp_path):
+def test_keyboard_reaches_the_file_field_and_errors_are_words(browser, serve_url, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    browser.get(base_url + "/")
+    browser.get(serve_url + "/")
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
     assert browser.switch_to.active_element.get_attribute("id") == "file"
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(PHOTO.read_bytes()[:20000])
-    state = shot.drive_page(base_url + "/", broken, driver=browser)
+    state = shot.drive_page(serve_url + "/", broken, driver=browser)
     assert state["error"] is not None and "truncated" in state["error"] and "broken.jpg" in state["error"]
     assert state["cutout"] is None
