@@ -93,10 +93,12 @@ if [ "$replace" = 0 ]; then
          "--replace-bundled makes it the bundled default"
     exit 0
 fi
-# One atomic swap: the new folder is staged beside the bundled one (same file system) with the
-# bundled NOTICE.md, then the two are exchanged in one rename (Linux renameat2 RENAME_EXCHANGE;
-# elsewhere two renames back to back), and the old one is deleted.
-stage="$(dirname "$bundled")/.$(basename "$bundled").new-$$"
+# One atomic swap: the new folder is staged at the top of the checkout (the same file system as
+# model_zoo/, and outside it: the registry reads every model_zoo/*/zoo.yaml, a second
+# person_selfie_coco there would be a duplicate) with the bundled NOTICE.md, then the two are
+# exchanged in one rename (Linux renameat2 RENAME_EXCHANGE; elsewhere two renames back to back),
+# and the old one is deleted.
+stage=".$(basename "$bundled").new-$$"
 rm -rf "$stage"
 cp -a "$out" "$stage"
 [ -f "$bundled/NOTICE.md" ] && cp -p "$bundled/NOTICE.md" "$stage/NOTICE.md"
@@ -107,7 +109,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 renameat2 = getattr(libc, "renameat2", None)
 AT_FDCWD, RENAME_EXCHANGE = -100, 2
 if renameat2 is None or renameat2(AT_FDCWD, new, AT_FDCWD, old, RENAME_EXCHANGE) != 0:
-    aside = old + b".old"
+    aside = new + b".old"  # outside model_zoo/ too
     os.rename(old, aside)  # no exchange here: the shortest gap there can be
     os.rename(new, old)
     os.rename(aside, new)

@@ -95,6 +95,7 @@ def test_replace_bundled_swaps_at_the_end_and_keeps_the_notice(checkout):
     assert (bundled / "NOTICE.md").read_bytes() == notice
     assert "gate_file: gate.tflite" in (bundled / "zoo.yaml").read_text()
     assert sorted(p.name for p in (root / "model_zoo").iterdir()) == ["person_selfie_coco"]  # no leftovers
+    assert not list(root.glob(".person_selfie_coco*"))  # the staged folder (then the old model) is gone
 
 
 def test_a_failed_run_with_replace_bundled_leaves_the_bundled_model_as_it_was(checkout):
