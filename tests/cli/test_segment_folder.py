@@ -298,3 +298,13 @@ def test_an_input_being_redone_loses_its_record_before_its_files_are_rewritten(t
     write(sinks, Frame(None, "im", tmp_path / "im.jpg"), None)
     assert seen == [False]  # gone while the picture was written
     assert plan_run([(tmp_path / "im.jpg", "im")], sinks).skipped  # and back, with b, after
+
+
+def test_a_rerun_asking_for_more_outputs_with_another_model_says_it_replaces_the_old_ones(script, capsys, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_image(src / "im0.png")
+    run_with(script, capsys, MODEL, "-i", src, "-o", out)
+    rc, c, err = run_with(script, capsys, OTHER_MODEL, "-i", src, "-o", out, "--save-masks")
+    assert rc == 0 and c["done"] == 1 and "1 earlier output replaced" in err, err
+    rc, c, err = run_with(script, capsys, OTHER_MODEL, "-i", src, "-o", out, "--save-masks", "--json")
+    assert c["done"] == 1 and "replaced" not in err and "other settings" not in err, err  # same settings: only added

@@ -223,7 +223,7 @@ class _Unmake(Sink):
 class Plan:
     todo: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-    #: in ``todo``: every output exists but was made with other settings (or has no record)
+    #: in ``todo``: outputs exist that were made with other settings (or have no record)
     stale: list[tuple[Path, str]] = field(default_factory=list)
     #: what those were made with (one dict per distinct earlier settings; None: no record)
     stale_settings: list[dict | None] = field(default_factory=list)
@@ -232,6 +232,10 @@ class Plan:
 def files_exist(sinks: Iterable, frame: Frame) -> bool:
     """Every file the sinks would write for ``frame`` exists (sinks only create whole files)."""
     return all(p.exists() for s in sinks if not isinstance(s, Made) for p in s.expected(frame))
+
+
+def any_file_exists(sinks: Iterable, frame: Frame) -> bool:
+    return any(p.exists() for s in sinks if not isinstance(s, Made) for p in s.expected(frame))
 
 
 def complete(sinks: Iterable, frame: Frame) -> bool:
@@ -249,11 +253,13 @@ def plan_run(items: list[tuple[Path, str]], sinks: Iterable, overwrite: bool = F
     for path, name in items:
         frame = Frame(None, name, path)
         exist = files_exist(sinks, frame)
-        if not overwrite and exist and (made is None or made.is_complete(frame)):
+        same = made is None or made.is_complete(frame)
+        if not overwrite and exist and same:
             plan.skipped.append((path, name))
             continue
         plan.todo.append((path, name))
-        if exist and not overwrite:
+        # files of this input that will be replaced, made with other settings
+        if not overwrite and not same and (exist or any_file_exists(sinks, frame)):
             plan.stale.append((path, name))
             rec = made.record(name)
             old = rec["settings"] if rec else None
