@@ -56,5 +56,5 @@ def take(seg: Segmentation, idx, track_ids=None) -> Segmentation:
     if len(idx) == len(seg) and (idx == np.arange(len(seg))).all():
         return replace(seg, track_ids=ids)  # every instance, in order: no copy of the masks
     return replace(seg, masks=seg.masks[idx], boxes=seg.boxes[idx], class_ids=seg.class_ids[idx],
-                   scores=seg.scores[idx],
+                   scores=seg.scores[idx], soft=None if seg.soft is None else seg.soft[idx],
                    track_ids=ids)

@@ -92,7 +92,8 @@ class Detections:
     def of(cls, seg: Segmentation) -> "Detections":
         """From an instance result (see instances.instances_of)."""
         return cls(np.asarray(seg.boxes, np.float32).reshape(-1, 4), np.asarray(seg.scores, np.float32),
-                   np.asarray(seg.class_ids, np.int32), mask_grid(seg.masks), grid_step(seg.height, seg.width))
+                   np.asarray(seg.class_ids, np.int32), mask_grid(seg.masks, seg.boxes),
+                   grid_step(seg.height, seg.width))
 
     def __len__(self) -> int:
         return len(self.scores)
