@@ -66,3 +66,49 @@ def test_a_bad_config_file_is_one_line_naming_it(tmp_path, text, problem):
         load_config(cfg)
     with pytest.raises(UsageError, match=f"^{tmp_path / 'none.yaml'}: config file not found$"):
         load_config(tmp_path / "none.yaml")
+
+
+class _Model:
+    def __init__(self, semantic):
+        self.semantic = semantic
+
+
+def test_the_default_threshold_is_stated_once_per_kind_of_model():
+    from segkit.config import default_threshold
+
+    assert DEFAULTS["threshold"] is None  # not given: the model's kind decides
+    assert default_threshold(False) == DEFAULTS["default_threshold"]["instance"] == 0.25  # Ultralytics' conf
+    assert default_threshold(True) == DEFAULTS["default_threshold"]["semantic"] == 0.5
+    assert Segmentation(2, 2, probs=np.zeros((2, 2, 1), np.float32), prob_class_ids=(1,)).mask_threshold == 0.5
+    text = build_parser().format_help()
+    assert "0.25 for instance models" in " ".join(text.split())
+    assert "0.5 for person" in " ".join(text.split())
+
+
+def test_without_threshold_an_instance_model_keeps_scores_from_0_25_and_a_flag_overrides_it():
+    scores = np.float32([0.9, 0.4, 0.3, 0.2])
+    seg = Segmentation(4, 4, masks=np.ones((4, 4, 4), bool), boxes=np.tile(np.float32([0, 0, 4, 4]), (4, 1)),
+                       class_ids=np.ones(4, np.int32), scores=scores)
+    default = cli.build_filter(_args(["-i", "x.jpg"]))
+    assert default.for_model(_Model(semantic=False)).threshold == 0.25
+    assert default.for_model(_Model(semantic=True)).threshold == 0.5
+    kept = default.for_model(_Model(semantic=False))(seg)
+    np.testing.assert_array_equal(kept.scores, scores[:3])
+    given = cli.build_filter(_args(["-i", "x.jpg", "--threshold", "0.5"])).for_model(_Model(semantic=False))
+    np.testing.assert_array_equal(given(seg).scores, scores[:1])
+
+
+def test_a_semantic_model_without_threshold_cuts_its_probabilities_at_0_5():
+    from segkit.flow import segment
+    from segkit.io.sources import Frame
+
+    class Semantic(_Model):
+        name = "probs"
+
+        def segment(self, images, min_score=0.0):
+            probs = np.float32([[0.3, 0.45], [0.55, 0.9]])[..., None]
+            return [Segmentation(2, 2, probs=probs, prob_class_ids=(1,))]
+
+    (seg,) = segment(Semantic(semantic=True), [Frame(np.zeros((2, 2, 3), np.uint8), "x")],
+                     cli.build_filter(_args(["-i", "x.jpg"])))
+    np.testing.assert_array_equal(seg.foreground(), [[False, False], [True, True]])

@@ -128,7 +128,8 @@ def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLik
     ``classes`` ('person,dog', [1, 18]), ``threshold``, ``max_instances`` and ``min_area``
     filter every result as the scripts' flags do, checked by the same rules with the same words
     (a ValueError, before anything loads: ``threshold=2``, ``classes='dog'`` on a person-only
-    model...); left out, threshold and max_instances take segkit/defaults.yaml's values; None
+    model...); left out, threshold and max_instances take segkit/defaults.yaml's values
+    (the threshold by the model's kind: instance scores or probability maps); None
     keeps everything.
     """
     from segkit import options
@@ -160,7 +161,8 @@ def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLik
             raise ValueError(f"--classes: {e}") from None
     checked = {k: None if getattr(opts, k) is None else options.CHECKS[k](getattr(opts, k))
                for k in ("threshold", "max_instances", "min_area")}  # "0.5" -> 0.5, as argparse gives
-    return Model(segmenter, Filter(wanted, checked["threshold"], checked["max_instances"], checked["min_area"]))
+    return Model(segmenter, Filter(wanted, checked["threshold"], checked["max_instances"], checked["min_area"],
+                                   kind_default=threshold is _CONFIG))
 
 
 def _video_source(source, start: int = 0):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from segkit.config import DEFAULTS
+from segkit.config import DEFAULTS, threshold_help
 from segkit.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,  # noqa: F401
                            EXIT_USAGE, SegkitError, UsageError, error)
 # What the options mean lives below the CLI (the server uses it too); commands reach it as cli.X.
@@ -88,7 +88,7 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classes", metavar="LIST",
                    help="COCO class ids or names, comma-separated: '1,18' or 'person,dog'")
     g.add_argument("--threshold", type=_fraction, metavar="T",
-                   help=f"minimum instance score / person probability, 0..1 (default {DEFAULTS['threshold']})")
+                   help=f"minimum instance score / person probability, 0..1 ({threshold_help()})")
     g.add_argument("--max-instances", type=_count, metavar="N",
                    help=f"keep the N best instances per image (default {DEFAULTS['max_instances']})")
     g.add_argument("--min-area", type=_fraction, metavar="F",

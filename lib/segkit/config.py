@@ -31,6 +31,20 @@ def _parse(text: str, where) -> dict:
 DEFAULTS: Mapping = MappingProxyType(_parse(DEFAULTS_FILE.read_text(encoding="utf-8"), DEFAULTS_FILE))
 
 
+def default_threshold(semantic: bool) -> float:
+    """--threshold when it is not given: by the kind of model (defaults.yaml default_threshold).
+    Instance scores and probability maps are different quantities: 0.5 on YOLO scores drops
+    objects Ultralytics keeps (its default conf is 0.25), while 0.5 is a probability map's
+    natural cut."""
+    return float(DEFAULTS["default_threshold"]["semantic" if semantic else "instance"])
+
+
+def threshold_help() -> str:
+    """What --help says the default threshold is."""
+    return (f"default {default_threshold(False):g} for instance models (scores), "
+            f"{default_threshold(True):g} for person / probability-map models")
+
+
 def load_config(path: str | Path | None = None) -> dict:
     """The packaged defaults, updated by the YAML file ``path`` if given (safe_load only)."""
     cfg = dict(DEFAULTS)

@@ -33,7 +33,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -57,6 +57,18 @@ class Filter:
     min_area: float | None = None
     #: --refine-edges: snap what is kept to the photo's own edges (segkit.edges.refine)
     refine_edges: bool = False
+    #: threshold None: take the packaged default of the model's kind (config.default_threshold)
+    #: rather than keep every score (what an evaluation wants)
+    kind_default: bool = False
+
+    def for_model(self, segmenter) -> "Filter":
+        """This filter with the threshold the model's kind takes by default, if none was given."""
+        if self.threshold is not None or not self.kind_default:
+            return self
+        from segkit.config import default_threshold
+
+        return replace(self, threshold=default_threshold(bool(getattr(segmenter, "semantic", False))),
+                       kind_default=False)
 
     @property
     def min_score(self) -> float:
@@ -170,6 +182,7 @@ class RunInfo:
 # --------------------------------------------------------------------------- the two steps
 def segment(segmenter, frames: Sequence[Frame], result_filter: Filter, where: str = "") -> list[Segmentation]:
     """The model on a batch of frames, filtered. A model error names the frame it failed on."""
+    result_filter = result_filter.for_model(segmenter)
     try:
         prepared = [f.prepared for f in frames]
         kw = {"prepared": prepared} if any(p is not None for p in prepared) else {}

@@ -133,7 +133,7 @@ def build_filter(opts) -> "Filter":
 
     validate(opts)
     return Filter(parse_class_filter(opts), getattr(opts, "threshold", None), getattr(opts, "max_instances", None),
-                  getattr(opts, "min_area", None), bool(getattr(opts, "refine_edges", False)))
+                  getattr(opts, "min_area", None), bool(getattr(opts, "refine_edges", False)), kind_default=True)
 
 
 def build_tracker(opts):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from segkit.config import DEFAULTS
+from segkit.config import DEFAULTS, default_threshold
 from segkit.labels import COCO_CATEGORIES, class_name, coco80_index
 
 
@@ -29,7 +29,7 @@ class Segmentation:
     prob_class_ids: tuple[int, ...] = ()
     label_names: dict[int, str] = field(default_factory=lambda: COCO_CATEGORIES)
     # semantic probability above which a pixel belongs to a class (--threshold's default)
-    mask_threshold: float = DEFAULTS["threshold"]
+    mask_threshold: float = default_threshold(semantic=True)
     # Instances: the model's mask probability x 255, uint8 [N,H,W] at the image size (upsampled
     # from the model's own mask resolution, never from ``masks``), where cut-outs take a graded
     # alpha from (segkit.edges); ``masks`` is ``soft >= 128`` (probability 0.5). None when the

@@ -9,7 +9,7 @@ import dataclasses
 import sys
 
 from segkit import cli
-from segkit.config import DEFAULTS, parse_args
+from segkit.config import DEFAULTS, threshold_help, parse_args
 
 EPILOG = """examples:
   evaluate.py --annotations instances_val2017.json --images val2017/                 # default person model: IoU
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", metavar="LIST", help="classes to score (semantic), e.g. 'person'")
     p.add_argument("--threshold", type=float, default=None,
                    help="semantic: probability (or instance score) a pixel/mask needs, "
-                        f"default {DEFAULTS['threshold']}")
+                        f"{threshold_help()}; AP always keeps every score")
     p.add_argument("--min-area", type=float, metavar="F",
                    help="semantic models: drop predicted blobs smaller than this fraction of the image")
     p.add_argument("--semantic", action="store_true",

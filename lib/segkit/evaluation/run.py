@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from segkit.config import DEFAULTS
+from segkit.config import DEFAULTS, default_threshold
 from segkit.errors import UsageError
 from segkit.evaluation.ap import COCO_MAX_DETS, coco_ap
 from segkit.evaluation.coco import images_with_classes, load_coco, load_results
@@ -32,7 +32,7 @@ class Options:
     model_path: str | None = None
     download: bool = True
     classes: set[int] | None = None
-    threshold: float | None = None   # None: the packaged default
+    threshold: float | None = None   # None: the packaged default of the model's kind
     min_area: float | None = field(default_factory=lambda: DEFAULTS["min_area"])
     semantic: bool = False           # force IoU (or AP) scoring of a results file / model
     instance: bool = False
@@ -43,7 +43,7 @@ class Options:
 
     def __post_init__(self):
         if self.threshold is None:  # a --config file may set it to null too
-            self.threshold = DEFAULTS["threshold"]
+            self.threshold = DEFAULTS["threshold"]  # still None: _kind_threshold once the model is known
         if self.masks and self.annotations:
             raise UsageError("give --annotations (COCO) or --masks (mask folder), not both")
         if not self.masks and not self.annotations:
@@ -92,8 +92,15 @@ def evaluate(options: Options, on_error: Callable[[str], None] | None = None) ->
     return Report(metrics, time.perf_counter() - t0)
 
 
+def _kind_threshold(o: Options, semantic: bool) -> None:
+    """No --threshold: the default of the scored model's kind (a results file holds scores)."""
+    if o.threshold is None:
+        o.threshold = default_threshold(semantic)
+
+
 def _model_on_mask_folder(o: Options, on_error) -> tuple[dict, str, dict]:
     seg = _load_model(o)
+    _kind_threshold(o, seg.semantic)
     cid = min(o.classes) if o.classes else model_classes(seg)[0]
     with _bar(o, None) as bar:
         counts = semantic_folder(seg, o.images, o.masks, cid, o.threshold, o.limit, progress=bar, on_error=on_error)
@@ -103,6 +110,7 @@ def _model_on_mask_folder(o: Options, on_error) -> tuple[dict, str, dict]:
 def _results_on_coco(o: Options) -> tuple[dict, str, dict]:
     gt, img_ids = _annotated(o)
     results = load_results(o.results)
+    _kind_threshold(o, False)
     img_ids, scope = covered_by_results(gt, img_ids, results, o.results)
     if scoring_of_results(results, o.semantic, o.instance) == "instance":
         return coco_ap(gt, results, per_class=o.per_class, img_ids=img_ids), o.results, scope
@@ -116,6 +124,7 @@ def _model_on_coco(o: Options, on_error) -> tuple[dict, str, dict]:
     gt, img_ids = _annotated(o)
     img_ids, scope = present_in_folder(gt, img_ids, o.images)
     seg = _load_model(o)
+    _kind_threshold(o, seg.semantic)
     source = f"{getattr(seg, 'name', '')} on {o.images}"
     if not (seg.semantic or o.semantic):
         with _bar(o, len(img_ids)) as bar:
