@@ -291,9 +291,11 @@ class SegmenterModelHandler(ModelHandler):
     PredictionResult(frame, Segmentation) out. Picklable: holds names and paths only."""
 
     def __init__(self, model: str | None, model_path: str | None, download: bool = True,
-                 result_filter: flow.Filter | None = None, max_batch_size: int = DEFAULT_BATCH):
+                 result_filter: flow.Filter | None = None, max_batch_size: int = DEFAULT_BATCH,
+                 yolo_options: dict | None = None):
         super().__init__(max_batch_size=max_batch_size)
         self.model, self.model_path, self.download = model, model_path, download
+        self.yolo_options = dict(yolo_options or {})  # imgsz, iou
         self.result_filter = result_filter or flow.Filter()
 
     def load_model(self) -> _LockedSegmenter:
@@ -302,7 +304,8 @@ class SegmenterModelHandler(ModelHandler):
         path = self.model_path
         if path and _is_remote(path):
             path = str(localize(path, Path(tempfile.mkdtemp(prefix="segkit-model-"))))
-        return _LockedSegmenter(load_segmenter(self.model, path, download=self.download, progress=False))
+        return _LockedSegmenter(load_segmenter(self.model, path, download=self.download, progress=False,
+                                               **getattr(self, "yolo_options", {})))
 
     def run_inference(self, batch: Sequence[Frame], model: _LockedSegmenter, inference_args=None):
         seg, step = model.segmenter, max(1, model.segmenter.max_batch)
@@ -441,7 +444,8 @@ def run_folder(args) -> tuple[flow.RunStats, str]:
     id_map = load_image_ids(args.coco_annotations) if args.coco_annotations else None
     result_filter = options.build_filter(args)
     handler = SegmenterModelHandler(args.model, args.model_path, download=not args.no_download,
-                                    result_filter=result_filter)
+                                    result_filter=result_filter,
+                                    yolo_options={k: getattr(args, k, None) for k in ("imgsz", "iou")})
     model_name = _model_name(args)
     identity = args.model_path if args.model_path and _is_remote(args.model_path) else options.model_identity(args)
     now = settings(args, identity, result_filter.classes)

@@ -77,6 +77,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--model-path", metavar="PATH",
                    help="checkpoint already on disk: SavedModel folder (TF2 OD API or Model Garden "
                         "export), TF1 frozen_inference_graph.pb, .tflite or .keras; family detected")
+    g.add_argument("--imgsz", type=_input_size, metavar="N",
+                   help="YOLO models: network input side, a multiple of 32 (320 is ~4x faster than "
+                        "640 and loses small objects); converted once per size and cached "
+                        "(default: the model's own, 640 for a .pt)")
+    g.add_argument("--iou", type=_fraction, metavar="T",
+                   help="YOLO models: NMS IoU above which the lower-scored of two same-class boxes "
+                        "is dropped (default 0.45, YOLOv5's)")
     g.add_argument("--no-download", action="store_true",
                    help="never download: fail if the zoo model is not installed yet")
     g.add_argument("--config", metavar="YAML", help="YAML file of option defaults over the packaged "
@@ -188,6 +195,7 @@ def _checked(check):
 
 
 _fraction, _count = _checked(_options.fraction), _checked(_options.count)
+_input_size = _checked(_options.input_size)
 
 
 def _positive(kind: type, what: str):

@@ -27,7 +27,8 @@ def settings(args, model_name: str, classes: set[int] | None = None) -> dict:
             "threshold": args.threshold, "max_instances": args.max_instances,
             "min_area": getattr(args, "min_area", None), "background": args.background,
             "alpha": args.alpha if overlay else None, "save_conf": getattr(args, "save_conf", False),
-            "track": getattr(args, "track", False)}
+            "track": getattr(args, "track", False),
+            **{k: getattr(args, k) for k in ("imgsz", "iou") if getattr(args, k, None) is not None}}
 
 
 def check_inputs(specs: list[str], remote=lambda spec: False) -> None:

@@ -41,6 +41,8 @@ class Options:
     no_visual: bool = False
     max_pixels: int | None = None
     output: str | None = None
+    imgsz: int | None = None
+    iou: float | None = None
 
     @classmethod
     def with_defaults(cls, **given) -> "Options":
@@ -78,9 +80,18 @@ def count(value) -> int:
     return v
 
 
+def input_size(value) -> int:
+    """A YOLO input side: a whole multiple of 32 (the network's largest stride); ValueError says
+    what is wrong."""
+    v = count(value)
+    if v % 32:
+        raise ValueError(f"{value} is not a multiple of 32 (e.g. 320, 480, 640)")
+    return v
+
+
 #: option -> its check; the CLI's argparse types, the API and the server all use these
-CHECKS = {"threshold": fraction, "alpha": fraction, "min_area": fraction,
-          "max_instances": count, "max_pixels": count}
+CHECKS = {"threshold": fraction, "alpha": fraction, "min_area": fraction, "iou": fraction,
+          "max_instances": count, "max_pixels": count, "imgsz": input_size}
 
 
 def validate(opts) -> None:
@@ -189,7 +200,9 @@ def model_identity(opts) -> str:
 def load_model(opts, progress: bool = True):
     from segkit.models import load_segmenter
 
-    return load_segmenter(opts.model, opts.model_path, download=not opts.no_download, progress=progress)
+    validate(opts)
+    return load_segmenter(opts.model, opts.model_path, download=not opts.no_download, progress=progress,
+                          imgsz=getattr(opts, "imgsz", None), iou=getattr(opts, "iou", None))
 
 
 #: per-image file sinks beyond the picture: flag -> sink(opts, out_dir). A new output format is

@@ -31,6 +31,8 @@ class Options:
     model: str | None = None
     model_path: str | None = None
     download: bool = True
+    imgsz: int | None = None         # YOLO models: input size / NMS IoU (None: the model's own)
+    iou: float | None = None
     classes: set[int] | None = None
     threshold: float | None = None   # None: the packaged default of the model's kind
     min_area: float | None = field(default_factory=lambda: DEFAULTS["min_area"])
@@ -163,7 +165,8 @@ def _pixel_scores(gt, cids, count: Callable[[PersonFigures], object]) -> dict:
 def _load_model(o: Options):
     from segkit.models import load_segmenter
 
-    return load_segmenter(o.model, o.model_path, download=o.download, progress=o.progress)
+    return load_segmenter(o.model, o.model_path, download=o.download, progress=o.progress,
+                          imgsz=o.imgsz, iou=o.iou)
 
 
 def _bar(o: Options, total: int | None):

@@ -39,7 +39,8 @@ def detect_family(path: Path) -> tuple[str, Path]:
     if p.is_file():
         suffix = p.suffix.lower()
         if suffix == ".tflite":
-            return "tflite", p
+            # a YOLO network `segkit convert` wrote keeps its class names etc. in the .json beside it
+            return ("yolo_seg" if yolo_convert_meta(p) is not None else "tflite"), p
         if suffix in (".keras", ".h5"):
             return "unet", p
         if suffix == ".pt":  # a YOLOv5/v7-seg checkpoint, converted (no PyTorch) on first use
@@ -64,6 +65,19 @@ def detect_family(path: Path) -> tuple[str, Path]:
         return _savedmodel_family(p), p
     raise SegkitError(f"{p}: folder holds no known checkpoint (saved_model.pb, frozen_inference_graph.pb, "
                       "model.tflite, model.keras)")
+
+
+def yolo_convert_meta(tflite: Path) -> dict | None:
+    """The metadata `segkit convert` writes beside a converted YOLO network (same stem, .json),
+    or None when the .tflite is not one of those."""
+    import json
+
+    meta = Path(tflite).with_suffix(".json")
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and {"nc", "nm", "imgsz", "names"} <= set(data) else None
 
 
 def _savedmodel_family(path: Path) -> str:
@@ -133,18 +147,29 @@ def _tflite(path: Path, name: str, spec, progress: bool) -> Segmenter:
 
 
 @register_family("yolo_seg")
-def _yolo_seg(path: Path, name: str, spec, progress: bool) -> Segmenter:
+def _yolo_seg(path: Path, name: str, spec, progress: bool, imgsz: int | None = None,
+              iou: float | None = None) -> Segmenter:
     import os
 
     from segkit.models import yolo_convert
-    from segkit.models.yolo_seg import DEFAULT_IMGSZ, YoloSegSegmenter
+    from segkit.models.yolo_seg import DEFAULT_IMGSZ, NMS_IOU, YoloSegSegmenter
 
     path = Path(path)
-    imgsz = int(spec.input_size[0]) if spec is not None and spec.input_size else DEFAULT_IMGSZ
+    given = imgsz
+    if imgsz is None:
+        imgsz = int(spec.input_size[0]) if spec is not None and spec.input_size else DEFAULT_IMGSZ
     # LiteRT runs on one thread unless told: the convolutions of a 640 YOLO (~0.3 s of CPU) split
     # well across cores, the person models (~2 ms) do not need it
     threads = min(os.cpu_count() or 1, 4)
     fmt = str(spec.extra.get("format", "fp32")) if spec is not None else "fp32"  # fp32 | fp16 | int8
+    iou = NMS_IOU if iou is None else iou
+    if path.suffix.lower() == ".tflite":  # converted ahead of time (`segkit convert --out DIR`)
+        meta = yolo_convert_meta(path)
+        if given is not None and int(meta["imgsz"]) != given:
+            raise SegkitError(f"{path}: converted for {meta['imgsz']}x{meta['imgsz']}, not --imgsz {given}; "
+                              f"convert the .pt again with --imgsz {given} (or give the .pt itself)")
+        return YoloSegSegmenter(yolo_convert.RawYolo(path, meta, num_threads=threads),
+                                name or str(meta.get("source") or path.stem), iou=iou)
     if spec is not None and spec.family == "yolo_seg":
         raw = yolo_convert.raw_model_for(spec, imgsz=imgsz, progress=progress, num_threads=threads, fmt=fmt)
     else:  # a .pt on disk: the conversion is cached beside it, or in the model dir if read-only
@@ -152,23 +177,44 @@ def _yolo_seg(path: Path, name: str, spec, progress: bool) -> Segmenter:
 
         cache = path.parent if os.access(path.parent, os.W_OK) else zoo.model_dir() / "converted"
         raw = yolo_convert.load_raw_model(path, cache, imgsz=imgsz, progress=progress, num_threads=threads)
-    return YoloSegSegmenter(raw, name or path.stem)
+    return YoloSegSegmenter(raw, name or path.stem, iou=iou)
 
 
 FAMILIES = tuple(_BUILDERS)  # the registered names, in registration order
 
 
-def build_segmenter(family: str, path: Path, name: str = "", spec=None, progress: bool = True) -> Segmenter:
-    """A ready Segmenter of ``family`` for the checkpoint at ``path`` (``spec``: its zoo entry)."""
+#: the families that take the YOLO options (--imgsz, --iou)
+YOLO_OPTION_FAMILIES = ("yolo_seg",)
+
+
+def build_segmenter(family: str, path: Path, name: str = "", spec=None, progress: bool = True,
+                    **yolo_options) -> Segmenter:
+    """A ready Segmenter of ``family`` for the checkpoint at ``path`` (``spec``: its zoo entry).
+    ``yolo_options`` (imgsz, iou; None = the model's own) only for YOLO families."""
     builder = _BUILDERS.get(family)
     if builder is None:
         raise SegkitError(f"unknown model family {family!r} (one of {', '.join(FAMILIES)})")
-    return builder(path, name, spec, progress)
+    return builder(path, name, spec, progress, **_yolo_options(family, name or Path(path).name, yolo_options))
+
+
+def _yolo_options(family: str, name: str, options: dict) -> dict:
+    """The YOLO options given (not None); refused for a family that has no such knob (a silent
+    no-op would let a user believe --imgsz 320 made a person model faster)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if given and family not in YOLO_OPTION_FAMILIES:
+        from segkit.errors import UsageError
+
+        flags = ", ".join(f"--{k}" for k in given)
+        raise UsageError(f"{flags}: only YOLO models take {'it' if len(given) == 1 else 'them'}; "
+                         f"model {name} is a {family} model")
+    return given
 
 
 def load_segmenter(model: str | None = None, model_path: str | None = None,
-                   download: bool = True, progress: bool = True) -> Segmenter:
-    """``--model NAME`` (zoo) or ``--model-path PATH`` (family detected) -> ready Segmenter."""
+                   download: bool = True, progress: bool = True, *, imgsz: int | None = None,
+                   iou: float | None = None) -> Segmenter:
+    """``--model NAME`` (zoo) or ``--model-path PATH`` (family detected) -> ready Segmenter.
+    ``imgsz`` / ``iou``: a YOLO model's input size (converted once per size, cached) and NMS IoU."""
     from segkit import zoo
 
     if model_path:
@@ -176,9 +222,10 @@ def load_segmenter(model: str | None = None, model_path: str | None = None,
         # A model folder this project exported carries its own zoo entry (classes, normalisation).
         spec = zoo.entry_beside(path)
         return build_segmenter(family, path, name=spec.name if spec else Path(model_path).name, spec=spec,
-                               progress=progress)
+                               progress=progress, imgsz=imgsz, iou=iou)
 
     registry = zoo.load_registry()
     spec = registry.get(model or registry.default)
+    _yolo_options(spec.family, spec.name, {"imgsz": imgsz, "iou": iou})  # before any download
     path = zoo.resolve(spec, download=download, progress=progress)
-    return build_segmenter(spec.family, path, name=spec.name, spec=spec, progress=progress)
+    return build_segmenter(spec.family, path, name=spec.name, spec=spec, progress=progress, imgsz=imgsz, iou=iou)
