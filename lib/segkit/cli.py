@@ -157,6 +157,9 @@ def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
     g.add_argument("--background", metavar="BG",
                    help="write a cut-out of the selected classes instead of the overlay: white, "
                         "transparent (PNG alpha), blur[:SIGMA], a colour (name, #rrggbb, r,g,b) or an image file")
+    g.add_argument("--only-mask", action="store_true",
+                   help="write the mask alone instead of the picture: one 8-bit grey PNG, 255 = kept "
+                        "(the cut-out's alpha, soft edges included; rembg -om)")
     g.add_argument("--save-masks", action="store_true",
                    help="also write one 0/255 PNG per instance into NAME_masks/")
     add_refine_edges_arg(g)
@@ -171,7 +174,7 @@ def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
     g.add_argument("--alpha", type=_fraction, help=f"overlay opacity 0..1 (default {DEFAULTS['alpha']})")
     g.add_argument("--ext", choices=("jpg", "png"),
                    help="overlay/cut-out format (default: as the input, JPEG at quality 95 for JPEG "
-                        "photos, else PNG; transparent cut-outs and masks are always PNG)")
+                        "photos, else PNG; PNG to stdout; transparent cut-outs and masks are always PNG)")
     g.add_argument("--max-pixels", type=_count, metavar="N",
                    help=f"refuse images larger than N pixels (decompression-bomb guard, default "
                         f"{DEFAULTS['max_pixels'] / 1e6:g}M)")

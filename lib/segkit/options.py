@@ -30,6 +30,7 @@ class Options:
     max_instances: int | None = None
     min_area: float | None = None
     background: str | None = None
+    only_mask: bool = False
     alpha: float | None = None
     ext: str | None = None
     save_masks: bool = False
@@ -227,8 +228,13 @@ def build_outputs(opts, out_dir: Path):
                          "(created if missing) or, for one input, an image file name")
     if getattr(opts, "save_conf", False) and not getattr(opts, "save_txt", False):
         raise UsageError("--save-conf adds scores to the --save-txt files: give --save-txt too")
+    only_mask = getattr(opts, "only_mask", False)
+    if only_mask and (opts.background or opts.no_visual):
+        raise UsageError(f"--only-mask writes the mask instead of the picture: drop "
+                         f"{'--background' if opts.background else '--no-visual'}")
     background = parse_background(opts.background) if opts.background else None
-    sinks = [] if opts.no_visual else [Picture(out_dir, Renderer(background, opts.alpha), getattr(opts, "ext", None))]
+    render = Renderer(background, opts.alpha, mask_only=only_mask)
+    sinks = [] if opts.no_visual else [Picture(out_dir, render, getattr(opts, "ext", None))]
     sinks += [make(opts, out_dir) for flag, make in _file_sinks().items() if getattr(opts, flag, False)]
     json_path = None
     if opts.json:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from segkit.config import DEFAULTS
-from segkit.io.atomic import atomic_dir, atomic_write_bytes, write_image
+from segkit.io.atomic import atomic_dir, atomic_write_bytes, encode_image, write_image
 from segkit.io.sources import Frame
 from segkit.render import Background, cutout, foreground_alpha, overlay
 from segkit.segmentation import Segmentation
@@ -57,16 +57,26 @@ class Renderer:
     Sinks showing the same picture (a video and a window) share one renderer, which draws once
     per frame: the flow writes a frame's sinks one after the other on one thread."""
 
-    def __init__(self, background: Background | None = None, alpha: float | None = None):
+    def __init__(self, background: Background | None = None, alpha: float | None = None,
+                 mask_only: bool = False):
         self.background = background
         self.alpha = DEFAULTS["alpha"] if alpha is None else alpha
+        self.mask_only = mask_only  # --only-mask: the alpha alone, one 8-bit channel (rembg -om)
         self._last = threading.local()
+
+    @property
+    def lossless(self) -> bool:
+        """A picture that must be PNG: it carries alpha, or is the alpha itself."""
+        return self.mask_only or (self.background is not None and self.background.has_alpha)
 
     def __call__(self, frame: Frame, seg: Segmentation) -> np.ndarray:
         last = getattr(self._last, "item", None)
         if last is not None and last[0] is frame and last[1] is seg:
             return last[2]
-        if self.background is not None:
+        if self.mask_only:
+            a = np.asarray(foreground_alpha(seg), np.float32)
+            vis = (a * 255 + 0.5).astype(np.uint8)  # [H,W]: encodes as an 8-bit grey PNG
+        elif self.background is not None:
             vis = cutout(frame.image, foreground_alpha(seg), self.background)
         else:
             vis = overlay(frame.image, seg, self.alpha)
@@ -92,7 +102,7 @@ class Picture(Sink):
         self.ext = (ext if ext.startswith(".") else f".{ext}") if ext else None
 
     def path(self, frame: Frame) -> Path:
-        if self.render.background is not None and self.render.background.has_alpha:
+        if self.render.lossless:
             ext = ".png"
         elif self.ext:
             ext = self.ext
@@ -108,6 +118,24 @@ class Picture(Sink):
         path = self.path(frame)
         write_image(path, self.render(frame, seg))
         return [path]
+
+
+class StreamPicture(Picture):
+    """The picture encoded into a byte stream instead of a file (``-o -``: stdout), PNG unless
+    ``ext`` says jpg. The stream carries the image alone: every message goes to stderr."""
+
+    def __init__(self, stream, render: Renderer, ext: str | None = None):
+        super().__init__(Path("."), render, ext or "png")
+        self.stream = stream
+
+    def expected(self, frame: Frame) -> list[Path]:
+        return []  # no file
+
+    def write(self, frame: Frame, seg: Segmentation) -> list[Path]:
+        data = encode_image(self.render(frame, seg), self.path(frame).suffix)
+        self.stream.write(data)
+        self.stream.flush()
+        return []
 
 
 class Masks(Sink):
