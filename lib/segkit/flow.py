@@ -230,7 +230,7 @@ def run(source, segmenter, sinks: Sequence, *, result_filter: Filter | None = No
     Raises what the model raises (naming the frame), after the sinks got every earlier frame.
     """
     stats = stats if stats is not None else RunStats()  # the caller's copy survives an exception
-    result_filter = result_filter or Filter()
+    result_filter = (result_filter or Filter()).for_model(segmenter)  # the tracker sees the resolved threshold
     model_filter = tracker.detection_filter(result_filter) if tracker is not None else result_filter
     limits = limits or Limits()
     stream = getattr(source, "unit", "images") == "frames"  # a video, camera or stream
