@@ -426,6 +426,23 @@ def _pipeline_error(e: Exception) -> SegkitError:
     return SegkitError(f"beam pipeline failed: {text[:500]}")
 
 
+def _pipeline(options: PipelineOptions) -> "beam.Pipeline":
+    """A Pipeline, or one line naming what the runner refused in --beam-options (Dataflow checks
+    its project, region and gs:// locations here, with a multi-line ValueError)."""
+    options_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = options_log.level
+    options_log.setLevel(logging.ERROR)  # the same problems, logged once more as warnings
+    try:
+        return beam.Pipeline(options=options)
+    except ValueError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        if len(lines) > 1 and lines[0].lower().startswith("pipeline has validation"):
+            lines = lines[1:]
+        raise UsageError(f"--beam-options: {'; '.join(lines)}") from None
+    finally:
+        options_log.setLevel(level)
+
+
 def run_folder(args) -> tuple[flow.RunStats, str]:
     """segment_folder.py --runner beam: the local runner's checks, then one pipeline. Returns the
     run's stats and "<model>; beam <runner>" for the summary line."""
@@ -453,10 +470,11 @@ def run_folder(args) -> tuple[flow.RunStats, str]:
     if not options.view_as(StandardOptions).runner:
         options.view_as(StandardOptions).runner = "DirectRunner"
 
+    p = _pipeline(options)  # checks the runner's options before any output folder is made
+
     with output_folder(out_dir):
         changed = settings_changed(out_dir, now)
         t0 = time.perf_counter()
-        p = beam.Pipeline(options=options)
         build_pipeline(p, specs, sinks=sinks, out_dir=out_dir, json_path=json_path, id_map=id_map,
                        handler=handler, patterns=args.pattern, overwrite=args.overwrite,
                        max_pixels=args.max_pixels or MAX_PIXELS, made=Made(out_dir, now))
