@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable
 
+from segkit.invocation import command
 from segkit.config import DEFAULTS, threshold_help
 from segkit.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED,  # noqa: F401
                            EXIT_USAGE, SegkitError, UsageError, error)
@@ -68,15 +71,72 @@ def quiet_frameworks(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", module=r"(keras|tensorflow|tf_keras|absl|google\.protobuf)(\.|$)")
 
 
+#: a log line TensorFlow's native code (absl / glog / TSL) writes straight to file descriptor 2:
+#: "I0000 00:00:1796675009.630748    1288 device_compiler.h:196] Compiled cluster using XLA!"
+#: (the environment variables of quiet_frameworks do not reach absl's own LOG, which XLA and the
+#: TFLite converter use), and absl's notice before its first such line
+_NATIVE_LOG = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [^ \]]+:\d+\] |"
+                         rb"WARNING: All log messages before absl::InitializeLog\(\) is called|"
+                         rb"INFO: Created TensorFlow Lite XNNPACK delegate)")
+
+
+@contextlib.contextmanager
+def native_logs_hidden(verbose: bool = False):
+    """Hide TensorFlow's native log lines (XLA compilation, the TFLite converter) while a long
+    TensorFlow job runs, e.g. training: file descriptor 2 goes through a pipe whose lines are
+    passed on to the real stderr, except those log lines. Python's own stderr, tracebacks and
+    warnings included, is passed on unchanged. No-op with --verbose or without an fd 2."""
+    if verbose:
+        yield
+        return
+    fd = 2  # what native code writes to, whatever sys.stderr is
+    try:
+        os.fstat(fd)
+    except OSError:
+        yield
+        return
+    import threading
+
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, fd)
+    os.close(write_end)
+
+    def forward():
+        rest = b""
+        while chunk := os.read(read_end, 65536):
+            lines = re.split(rb"(?<=[\n\r])", rest + chunk)
+            rest = lines.pop()  # an unfinished line waits for its end
+            for line in lines:
+                if not _NATIVE_LOG.match(line):
+                    os.write(saved, line)
+        if rest and not _NATIVE_LOG.match(rest):
+            os.write(saved, rest)
+
+    thread = threading.Thread(target=forward, name="segkit-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)  # closes the pipe's last write end: the thread sees its end
+        thread.join(timeout=5)
+        os.close(read_end)
+        os.close(saved)
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     m = g.add_mutually_exclusive_group()
     m.add_argument("--model", metavar="NAME",
-                   help="model zoo name (see `bin/fetch_model.py --list`); default: the zoo's default "
+                   help=f"model zoo name (see `{command('fetch')} --list`); default: the zoo's default "
                         "person model, which ships with segkit and runs offline")
     m.add_argument("--model-path", metavar="PATH",
-                   help="checkpoint already on disk: SavedModel folder (TF2 OD API or Model Garden "
-                        "export), TF1 frozen_inference_graph.pb, .tflite or .keras; family detected")
+                   help="checkpoint already on disk: a YOLOv5/v7-seg .pt (converted on first use, "
+                        "cached beside it) or the .tflite `convert` wrote, a SavedModel folder (TF2 OD "
+                        "API or Model Garden export), TF1 frozen_inference_graph.pb, .tflite or "
+                        ".keras; family detected")
     g.add_argument("--imgsz", type=_input_size, metavar="N",
                    help="YOLO models: network input side, a multiple of 32 (320 is ~4x faster than "
                         "640 and loses small objects); converted once per size and cached "

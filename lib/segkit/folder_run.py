@@ -123,7 +123,7 @@ def segment_folder(args) -> tuple[RunStats, str]:
             model = segmenter.name
             with tqdm(total=len(plan.todo), unit="img", disable=args.quiet, file=sys.stderr,
                       desc="segment_folder", dynamic_ncols=True) as bar, \
-                    ImageFiles(plan.todo, args.max_pixels or MAX_PIXELS, workers=args.workers,
+                    ImageFiles(plan.todo, args.max_pixels or MAX_PIXELS, workers=args.workers, listed=True,
                                lookahead=max(4 * args.workers, 2 * segmenter.max_batch),
                                prepare=segmenter.prepare,
                                indices=[index_of[p] for p, _ in plan.todo] if tracker else None) as source:

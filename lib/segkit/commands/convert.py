@@ -15,9 +15,11 @@ from segkit import cli
 from segkit.errors import UsageError
 
 EPILOG = """examples:
-  convert_yolo.py --model yolov5s_seg_coco                  # into the zoo's cache (what first use does)
-  convert_yolo.py --model yolov5s_seg_coco --imgsz 320 --fp16
-  convert_yolo.py yolov7-seg.pt --out converted/ --savedmodel
+  segkit convert --model yolov5s_seg_coco                  # into the zoo's cache (what first use does)
+  segkit convert --model yolov5s_seg_coco --imgsz 320 --fp16
+  segkit convert yolov7-seg.pt --imgsz 320 --out converted/ --savedmodel
+  segkit image -i images/000000519208.jpg --model-path converted/yolov7-seg.<sha16>.320.fp32.v1.tflite
+  (bin/convert_yolo.py is the same command, with the same options)
 
 Outputs (cached by the checkpoint's sha256, input size and format; written atomically):
 <stem>.<sha16>.<imgsz>.<fmt>.v<N>.tflite and .json (class names, nc, nm), and with --savedmodel a

@@ -12,12 +12,13 @@ from segkit import cli
 from segkit.config import DEFAULTS, threshold_help, parse_args
 
 EPILOG = """examples:
-  evaluate.py --annotations instances_val2017.json --images val2017/                 # default person model: IoU
-  evaluate.py --annotations instances_val2017.json --images val2017/ --only-with-class  # images with people
-  evaluate.py --annotations instances_val2017.json --results segmented/results.json --per-class   # AP
-  evaluate.py --annotations instances_val2017.json --images val2017/ --model mask_rcnn_inception_v2_coco_2018_01_28
-  evaluate.py --images person/images --masks person/masks --model-path model_zoo/person_unet -o metrics.json
-  evaluate.py --davis DAVIS --sequences dog --model yolov5s_seg_coco_int8 --classes dog -o davis.json
+  segkit evaluate --annotations instances_val2017.json --images val2017/                 # default person model: IoU
+  segkit evaluate --annotations instances_val2017.json --images val2017/ --only-with-class  # images with people
+  segkit evaluate --annotations instances_val2017.json --results segmented/results.json --per-class   # AP
+  segkit evaluate --annotations instances_val2017.json --images val2017/ --model yolov5s_seg_coco --imgsz 320
+  segkit evaluate --images person/images --masks person/masks --model-path model_zoo/person_unet -o metrics.json
+  segkit evaluate --davis DAVIS --sequences dog --model yolov5s_seg_coco_int8 --classes dog -o davis.json
+  (bin/evaluate.py is the same command, with the same options; COCO's val2017 layout above)
 
 instance models (and results files) get COCO box and mask AP; semantic models get IoU, precision
 and recall per class, pooled over all pixels of the set and as the mean per image.
@@ -112,10 +113,12 @@ def _davis(args) -> int:
     except ValueError as e:
         raise cli.UsageError(str(e)) from None
     classes = cli.parse_class_filter(args)
-    threshold = DEFAULTS["threshold"] if args.threshold is None else args.threshold
-    result_filter = Filter(classes, threshold, DEFAULTS["max_instances"], args.min_area, args.refine_edges)
+    result_filter = Filter(classes, args.threshold, DEFAULTS["max_instances"], args.min_area, args.refine_edges,
+                           kind_default=True)
     args.track = True
     segmenter = options.load_model(args, progress=not args.quiet)
+    result_filter = result_filter.for_model(segmenter)  # no --threshold: the model kind's default
+    threshold = result_filter.threshold
     try:
         with tqdm(total=sum(len(f[:args.limit]) for _, f, _ in seqs), unit="frame", disable=args.quiet,
                   file=sys.stderr, desc="evaluate --davis", dynamic_ncols=True) as bar:

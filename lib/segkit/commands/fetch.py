@@ -10,9 +10,10 @@ from segkit import cli, zoo
 from segkit.errors import UsageError
 
 EPILOG = """examples:
-  fetch_model.py --list                                      # what the zoo holds and what is installed
-  fetch_model.py mask_rcnn_inception_v2_coco_2018_01_28      # download, verify, install
-  fetch_model.py --all --dir /data/segkit-models             # everything, somewhere else
+  segkit fetch --list                                      # what the zoo holds and what is installed
+  segkit fetch yolov5s_seg_coco                            # download, verify, install
+  segkit fetch --all --dir /data/segkit-models             # everything, somewhere else
+  (bin/fetch_model.py is the same command, with the same options)
 
 Downloads go to $SEGKIT_MODEL_DIR (default model_zoo/downloads/). Without network, download the
 archive elsewhere, put it in that folder under its own name and run this again: it is verified

@@ -10,12 +10,13 @@ from segkit.config import parse_args
 from segkit.folder_run import segment_folder
 
 EPILOG = """examples:
-  segment_folder.py -i images/ -o segmented_images/                 # person model, overlays
-  segment_folder.py -i photos/ --recursive --pattern '*.jpg' --background white --save-masks
-  segment_folder.py -i 'shots/**/*.png' --model-path exported/saved_model --classes person,dog --json
-  segment_folder.py -i val2017/ --json --coco-annotations instances_val2017.json
-  segment_folder.py -i frames/ --track --model yolov5s_seg_coco --save-txt --json   # a video's frames
-  segment_folder.py -i frames/ --track --model yolov5s_seg_coco --classes person --save-mots tracks.txt --per-track clips/
+  segkit folder -i images/ -o segmented_images/                 # person model, overlays
+  segkit folder -i images/ --recursive --pattern '*.jpg' --background white --save-masks
+  segkit folder -i 'images/*.jpg' --model yolov5s_seg_coco --classes person,elephant --json
+  segkit folder -i val2017/ --json --coco-annotations instances_val2017.json   # a COCO folder
+  segkit folder -i frames/ --track --model yolov5s_seg_coco --save-txt --json   # a video's frames
+  segkit folder -i frames/ --track --model yolov5s_seg_coco --classes person --save-mots tracks.txt --per-track clips/
+  (bin/segment_folder.py is the same command, with the same options)
 
 Run it again to finish an interrupted run: complete outputs are skipped (--overwrite redoes them).
 Outputs made with other settings (another model, other classes, threshold or background) do not

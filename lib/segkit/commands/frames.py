@@ -10,13 +10,14 @@ from segkit import cli
 from segkit.io.frames import MANIFEST_NAME, Selection, extract_frames, parse_time, truncation_note
 
 EPILOG = """examples:
-  video_to_frames.py -i video.mp4 -o frames/                    # every frame, PNG
-  video_to_frames.py -i video.mp4 -o frames/ --every 4 --max-frames 30
-  video_to_frames.py -i video.mp4 -o frames/ --fps 5 --start 0:10 --end 0:20 --ext jpg
+  segkit frames -i video.mp4 -o frames/                    # every frame, PNG
+  segkit frames -i video.mp4 -o frames/ --every 4 --max-frames 30
+  segkit frames -i video.mp4 -o frames/ --fps 5 --start 0:10 --end 0:20 --ext jpg
+  (bin/video_to_frames.py is the same command, with the same options)
 
 Frames are named frame_000000.png, frame_000001.png ... (they sort in playing order).
 frames/manifest.json records for each: index, source_frame, timestamp (s) and file, plus the
-playback fps that keeps real time (frames_to_gif.py reads it). --end is exclusive.
+playback fps that keeps real time (segkit gif reads it). --end is exclusive.
 
 A run cut short (killed, disk full) leaves frames but no manifest: run the same command again.
 

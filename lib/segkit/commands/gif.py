@@ -14,9 +14,10 @@ from segkit.io.animation import OUTPUT_EXTS, write_animation
 from segkit.io.collage import DEFAULT_FPS, collage_frames, list_frames, parse_bytes, parse_layout, parse_resize
 
 EPILOG = f"""examples:
-  frames_to_gif.py -i frames/ -o clip.gif                       # fps from frames/manifest.json
-  frames_to_gif.py -i frames/ -o clip.mp4 --fps 12 --resize 320x
-  frames_to_gif.py -i frames/ --segmented seg/ --collage original,mask,cutout -o collage.gif --max-size 2M
+  segkit gif -i frames/ -o clip.gif                       # fps from frames/manifest.json
+  segkit gif -i frames/ -o clip.mp4 --fps 12 --resize 320x
+  segkit gif -i frames/ --segmented seg/ --collage original,mask,cutout -o collage.gif --max-size 2M
+  (bin/frames_to_gif.py is the same command, with the same options)
 
 panels (--collage, left to right, each at frame size):
   original  the frames of -i

@@ -17,14 +17,17 @@ from segkit.flow import run
 from segkit.io.results import CocoResults, Failures
 from segkit.io.resume import STATE_DIR, OutputLock
 from segkit.io.sinks import Picture, StreamPicture
-from segkit.io.sources import IMAGE_EXTS, MAX_PIXELS, Frame, Frames, ImageFiles, expand_inputs
+from segkit.io.sources import IMAGE_EXTS, MAX_PIXELS, Frame, Frames, ImageFiles, expand_inputs, is_glob
 from segkit.io.streams import check_streams, is_stream, read_stream_frame, stream_name
 
 EPILOG = """examples:
-  segment_image.py -i images/person.jpg                       # person model, overlay into segmented_images/
-  segment_image.py -i images/person.jpg --background white -o cut.png
-  segment_image.py -i 'photos/*.jpg' --model mask_rcnn_inception_v2_coco_2018_01_28 --classes person,dog --json
-  segment_image.py -i photo.jpg --model-path ~/Downloads/exported/saved_model --save-masks
+  segkit image -i images/000000519208.jpg                  # person model, overlay into segmented_images/
+  segkit image -i images/000000519208.jpg --background white -o cut.png
+  segkit image -i 'images/*.jpg' --model yolov5s_seg_coco --classes person,elephant --json
+  segkit image -i images/000000183709.jpg --model-path yolov5s-seg.pt --imgsz 320 --save-masks
+  cat images/000000519208.jpg | segkit image -i - -o - --background transparent > cut.png
+  segkit image -i images/000000519208.jpg --only-mask -o mask.png     # the alpha alone, 8-bit grey
+  (bin/segment_image.py is the same command, with the same options)
 
 Outputs already there are replaced, and the line of each input says "(replaced)". Into a folder
 a segment_folder run is writing, it refuses (one line, exit 2) instead of replacing its files.
@@ -153,7 +156,8 @@ def _segment(args, items, stream_items, sinks, json_path, out_dir: Path, result_
             yield frame
 
     stats = RunStats()
-    with ImageFiles(items, max_pixels) as files:
+    named = {Path(s) for s in args.input if not is_stream(s) and not is_glob(s)}  # the user's own paths
+    with ImageFiles(items, max_pixels, listed={p for p, _ in items if p not in named}) as files:
         source = Frames(frames(files), total=len(items) + len(stream_items))
         run(source, segmenter, sinks + [s for s in (results, failures) if s is not None],
             result_filter=result_filter, report=report, stats=stats)

@@ -12,10 +12,11 @@ from segkit.config import DEFAULTS, parse_args
 from segkit.errors import EXIT_INTERRUPTED, UsageError
 
 EPILOG = """examples:
-  serve.py                                         # http://127.0.0.1:8000/ with the default person model
-  serve.py --model person_selfie_coco yolov5s_seg_coco --port 8080
+  segkit serve                                         # http://127.0.0.1:8000/ with the default person model
+  segkit serve --model person_selfie_coco yolov5s_seg_coco --port 8080
   curl -F file=@images/000000519208.jpg 'http://127.0.0.1:8000/v1/segment?format=cutout&background=white' -o cut.jpg
-  curl --data-binary @photo.jpg 'http://127.0.0.1:8000/v1/segment?format=coco&classes=person'
+  curl --data-binary @images/000000183709.jpg 'http://127.0.0.1:8000/v1/segment?format=coco&classes=person'
+  (bin/serve.py is the same command, with the same options)
 
 Requests name models by zoo name only (GET /v1/models); a model not loaded at start is loaded on
 its first request if it is installed. Ctrl+C / SIGTERM: requests in flight are answered, then the

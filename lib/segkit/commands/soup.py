@@ -8,8 +8,9 @@ weights are scored on the validation data and exported like a trained model (mod
 model.keras, saved_model/, zoo.yaml, metrics.json naming every ingredient).
 
 Example:
-  soup_models.py runs/a runs/b runs/c --val-coco-root ../shared/data/coco \\
+  segkit soup runs/a runs/b runs/c --val-coco-root ../shared/data/coco \\
       --output model_zoo/person_selfie_coco
+  (bin/soup_models.py is the same command, with the same options)
 """
 from __future__ import annotations
 

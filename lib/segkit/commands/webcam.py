@@ -17,14 +17,15 @@ from segkit.config import DEFAULTS, parse_args
 from segkit.stream_run import segment_stream
 
 EPILOG = """examples:
-  segment_webcam.py                                   # camera 0, person model, window (q or Esc quits)
-  segment_webcam.py --background blur --mirror        # video-call style blurred background
-  segment_webcam.py --background office.jpg --output call.mp4
-  segment_webcam.py --source clip.mp4 --output clip_seg.mp4        # every frame of a file
-  segment_webcam.py --source rtsp://192.168.1.20/stream --duration 60 --output cam.mp4
-  segment_webcam.py --source frames/ --model yolov5s_seg_coco --track --output tracked.mp4
-  segment_webcam.py --source clip.mp4 --model yolov5s_seg_coco --classes person --track \
+  segkit webcam                                   # camera 0, person model, window (q or Esc quits)
+  segkit webcam --background blur --mirror        # video-call style blurred background
+  segkit webcam --background images/000000183709.jpg --output call.mp4
+  segkit webcam --source clip.mp4 --output clip_seg.mp4        # every frame of a video file
+  segkit webcam --source rtsp://192.168.1.20/stream --duration 60 --output cam.mp4
+  segkit webcam --source frames/ --model yolov5s_seg_coco --track --output tracked.mp4
+  segkit webcam --source clip.mp4 --model yolov5s_seg_coco --classes person --track \
       --save-mots clip_mots.txt --per-track clips/                   # MOTS file, one clip per person
+  (bin/segment_webcam.py is the same command, with the same options)
 
 exit codes: 0 done (q, window closed, end of stream, --max-frames/--duration reached),
             1 error (camera cannot be opened, model failed; --output is still finalised),

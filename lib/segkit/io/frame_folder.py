@@ -120,7 +120,7 @@ class FrameFolder:
     def _read(self, max_pixels: int, item) -> Frame:
         path, name, index = item
         t0 = time.perf_counter()
-        frame = read_frame((path, name), max_pixels, index)
+        frame = read_frame((path, name), max_pixels, index, listed=True)
         if frame.error is None and self.mirror:
             frame.image = frame.image[:, ::-1].copy()
         self.read_seconds += time.perf_counter() - t0  # summed over the reading threads

@@ -46,18 +46,19 @@ class Frame:
     prepared: object = None  # the model's Segmenter.prepare(image), done on a decode thread
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, listed: bool = False) -> np.ndarray:
     """Decode an image file to RGB uint8 [H,W,3], oriented as a viewer shows it.
 
     Raises InputError("<path>: <problem>") for anything that is not a usable image, including
     files that cannot be opened (permission denied, dangling symlink, symlink loop, a folder,
-    a FIFO or device, a file removed since the folder was listed).
+    a FIFO or device, a file removed since the folder was listed). ``listed``: the path came from
+    a folder listing or a glob, so a missing file may have been removed since (said so).
     """
     p = Path(path)
-    return decode_image_bytes(read_input_bytes(p), p, max_pixels)
+    return decode_image_bytes(read_input_bytes(p, listed), p, max_pixels)
 
 
-def read_input_bytes(p: Path) -> bytes:
+def read_input_bytes(p: Path, listed: bool = False) -> bytes:
     """The bytes of one input file, or InputError saying in words why it cannot be read."""
     try:
         st = os.stat(p)  # follows symlinks: a dangling one or a loop fails here
@@ -73,7 +74,7 @@ def read_input_bytes(p: Path) -> bytes:
     except InputError:
         raise
     except OSError as e:
-        raise InputError(p, os_problem(e, p)) from None
+        raise InputError(p, os_problem(e, p, listed)) from None
 
 
 def _file_kind(mode: int) -> str:
@@ -84,12 +85,13 @@ def _file_kind(mode: int) -> str:
     return "special file"
 
 
-def os_problem(e: OSError, p: Path | None = None) -> str:
-    """An OSError in words, for one line after the file name (no '[Errno 13]')."""
+def os_problem(e: OSError, p: Path | None = None, listed: bool = False) -> str:
+    """An OSError in words, for one line after the file name (no '[Errno 13]'). ``listed``: ``p``
+    came from a folder listing or a glob, so a missing file may have been removed since."""
     if p is not None and e.errno == errno.ENOENT:
         if os.path.islink(p):
             return f"dangling symlink (-> {os.readlink(p)}, which does not exist)"
-        return "no such file (it may have been removed after the folder was listed)"
+        return "no such file" + (" (it may have been removed after the folder was listed)" if listed else "")
     words = {errno.ELOOP: "symlink loop (too many levels of symbolic links)",
              errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
              errno.EISDIR: "is a directory", errno.ENOSPC: "no space left on device",
@@ -237,16 +239,17 @@ def _listed_input(f: Path, recursive: bool) -> bool:
         return True
 
 
-def read_frame(item: tuple[Path, str], max_pixels: int = MAX_PIXELS, index: int = 0) -> Frame:
+def read_frame(item: tuple[Path, str], max_pixels: int = MAX_PIXELS, index: int = 0,
+               listed: bool = False) -> Frame:
     """Decode one (path, output name) input. A bad file gives a Frame with ``error`` set instead
-    of raising, so a run records it and goes on with the others."""
+    of raising, so a run records it and goes on with the others. ``listed``: as read_image."""
     path, name = item
     try:
-        return Frame(read_image(path, max_pixels), name, path, index)
+        return Frame(read_image(path, max_pixels, listed), name, path, index)
     except InputError as e:
         return Frame(None, name, path, index, error=e)
     except (OSError, MemoryError) as e:  # whatever reading throws is this input's failure, not the run's
-        problem = os_problem(e, Path(path)) if isinstance(e, OSError) else "out of memory decoding it"
+        problem = os_problem(e, Path(path), listed) if isinstance(e, OSError) else "out of memory decoding it"
         return Frame(None, name, path, index, error=InputError(path, problem))
 
 
@@ -310,12 +313,18 @@ class Frames:
 class ImageFiles(Frames):
     """(path, output name) pairs decoded by ``workers`` threads reading up to ``lookahead`` files
     ahead of the model. A file that cannot be read comes out as a Frame with ``error`` set.
-    ``prepare``: the model's Segmenter.prepare, run on the same threads after decoding."""
+    ``prepare``: the model's Segmenter.prepare, run on the same threads after decoding.
+    ``listed``: whether the items came from a folder listing or a glob (True for all, or the set
+    of those that did): a missing one is then said to be perhaps removed since the listing."""
 
     def __init__(self, items: list[tuple[Path, str]], max_pixels: int = MAX_PIXELS, workers: int = 2,
                  lookahead: int | None = None, prepare: Callable[[np.ndarray], object] | None = None,
-                 indices: list[int] | None = None):
-        read = partial(read_frame, max_pixels=max_pixels)
+                 indices: list[int] | None = None, listed: bool | set[Path] = False):
+        if isinstance(listed, bool):
+            read = partial(read_frame, max_pixels=max_pixels, listed=listed)
+        else:
+            def read(item, _read=partial(read_frame, max_pixels=max_pixels)):
+                return _read(item, listed=item[0] in listed)
         if prepare is not None:
             read = partial(_read_and_prepare, read, prepare)
         if indices is not None:  # frames of a video (--track): each keeps its place in the sequence

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
+from segkit.invocation import command
 from segkit import options
 from segkit.errors import InputError, SegkitError, UsageError
 from segkit.flow import Filter
@@ -170,7 +171,7 @@ class Service:
             try:
                 self.registry.get(model)
             except SegkitError as e:
-                raise RequestError(404, _api_words(str(e).replace("(see `bin/fetch_model.py --list`)",
+                raise RequestError(404, _api_words(str(e).replace(f"(see `{command('fetch')} --list`)",
                                                                   "(see GET /v1/models)"))) from None
         if model not in self._batchers and not self.installed(model):
             raise RequestError(404, f"model {model} is not installed on this server (GET /v1/models "

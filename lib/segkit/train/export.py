@@ -131,6 +131,8 @@ def export_model(model, out_dir: str | Path, *, classes: list[str], metrics: dic
                           **entry_extra)
         if metrics.get("encoder") == "selfie" and entry["family"] == "tflite":
             entry["output_pool"] = 2  # its last layer is a stride-2 transposed conv (tflite.py)
+        if metrics.get("encoder") == "selfie":
+            entry["license"] = "Apache-2.0"  # a derivative of MediaPipe's Apache-2.0 selfie weights
         header = ("# Written by the training export (lib/segkit/train/export.py); merged into "
                   "model_zoo/zoo.yaml by the registry.\n")
         (tmp / "zoo.yaml").write_text(header + yaml.safe_dump({"models": {name: entry}},

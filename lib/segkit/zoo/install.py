@@ -6,6 +6,7 @@ import shutil
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
+from segkit.invocation import command
 from segkit.zoo.archives import archive_kind, archive_limits, safe_extract_tar, safe_extract_zip
 from segkit.zoo.download import download_file
 from segkit.zoo.errors import ChecksumError, UnsafeArchiveError, ZooError, os_words
@@ -24,7 +25,7 @@ def resolve(spec: ModelSpec, *, download: bool = True, progress: bool = True) ->
         return install_dir(spec) / spec.file
     if not download:
         raise ZooError(f"model '{spec.name}' is not installed (looked for {install_dir(spec) / spec.file}); "
-                       f"fetch it with `bin/fetch_model.py {spec.name}` or pass --model-path")
+                       f"fetch it with `{command('fetch')} {spec.name}` or pass --model-path")
     return fetch(spec, progress=progress)
 
 
@@ -54,7 +55,7 @@ def fetch(spec: ModelSpec, progress: bool = True, force: bool = False) -> Path:
 
 
 def _hand_placement_hint(spec: ModelSpec, path: Path) -> str:
-    return (f"Download it elsewhere and put it at {path}, then run `bin/fetch_model.py {spec.name}` "
+    return (f"Download it elsewhere and put it at {path}, then run `{command('fetch')} {spec.name}` "
             "again (or pass --model-path to use a model folder directly)")
 
 

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from segkit.invocation import command
 from segkit.zoo.archives import check_archive_options
 from segkit.zoo.errors import UnknownModelError, ZooError
 from segkit.models import FAMILIES  # the family registry: a zoo entry may name only what can be built
@@ -76,7 +77,7 @@ class Registry:
         except KeyError:
             close = _close_names(name, list(self._specs))
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise UnknownModelError(f"unknown model '{name}'{hint} (see `bin/fetch_model.py --list`)") from None
+            raise UnknownModelError(f"unknown model '{name}'{hint} (see `{command('fetch')} --list`)") from None
 
     def names(self) -> list[str]:
         return list(self._specs)

