@@ -68,6 +68,11 @@ def test_installed_segkit_segments_with_its_bundled_model(wheel, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "model person_selfie_coco" in r.stdout
     assert (run / "segmented_images" / "photo.jpg").stat().st_size > 10_000
+    # installed, there is no bin/: messages name the `segkit` subcommand instead
+    r = subprocess.run([sys.executable, "-m", "segkit", "image", "-i", "photo.jpg", "--model", "yolov7_seg_coco",
+                        "--no-download"], cwd=run, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "fetch it with `segkit fetch yolov7_seg_coco`" in r.stderr, r.stderr
+    assert "bin/fetch_model.py" not in r.stderr
     probe = ("import segkit, segkit.zoo as z; print(segkit.__file__); print(z.ZOO_ROOT); "
              "r = z.load_registry(); print(z.resolve(r.get(r.default), download=False))")
     r = subprocess.run([sys.executable, "-c", probe], cwd=run, env=env, capture_output=True, text=True)
