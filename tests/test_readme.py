@@ -154,12 +154,11 @@ def _user_env() -> dict:
 def test_every_readme_command_runs_as_written(clone):
     text = (clone / "README.md").read_text()
     env = {**_user_env(), "SEGKIT_MODEL_DIR": str(_shared_downloads(clone.parent))}
-    ran, skipped, failed, reasons = [], [], [], set()
+    ran, skipped, failed = [], [], []
     for cmd in readme_commands(text):
         reason = _skip_reason(cmd)
         if reason:
             skipped.append(f"{cmd[:70]}: {reason}")
-            reasons.add(reason)
             continue
         if re.search(SETUP, cmd):
             _setup_venv(clone)
@@ -169,7 +168,6 @@ def test_every_readme_command_runs_as_written(clone):
         if "--runner beam" in run and subprocess.run([str(clone / ".venv/bin/python"), "-c", "import apache_beam"],
                                                     capture_output=True).returncode:
             skipped.append(f"{cmd[:70]}: the [beam] extra is not installed")
-            reasons.add("the [beam] extra is not installed")
             continue
         r = subprocess.run(["bash", "-o", "pipefail", "-c", run], cwd=clone, env=env,
                            capture_output=True, text=True, timeout=300)
@@ -178,9 +176,8 @@ def test_every_readme_command_runs_as_written(clone):
             failed.append(f"$ {run}\n  exit {r.returncode}: {(r.stderr or r.stdout).strip()[-800:]}")
     print(f"README: {len(ran)} commands ran, {len(skipped)} skipped:\n  " + "\n  ".join(skipped))
     assert not failed, "README commands failed in a fresh clone:\n" + "\n".join(failed)
-    # every skip has a stated reason (a SKIP pattern, or the missing beam extra); several
-    # commands may share one (the server's curl examples)
-    assert len(ran) >= 12 and reasons <= {r for _, r in SKIP} | {"the [beam] extra is not installed"}
+    # most of the README really runs: skips (each with its reason above) stay a small minority
+    assert len(ran) >= 12 and len(skipped) <= len(ran) // 3
     # what the first-screen run command promises
     assert (clone / "segmented_images" / "000000519208.jpg").is_file()
     assert (clone / "out" / "collage.gif").is_file() and (clone / "steps" / "collage.gif").is_file()
