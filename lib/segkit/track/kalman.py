@@ -61,9 +61,9 @@ def update(mean: np.ndarray, cov: np.ndarray, measurements: np.ndarray) -> tuple
     h = mean[:, 3]
     std = np.stack([_STD_POSITION * h, _STD_POSITION * h, np.full_like(h, 1e-1), _STD_POSITION * h], axis=1)
     proj_mean = mean[:, :4]
-    proj_cov = _UPDATE @ cov @ _UPDATE.T + _diag(std ** 2)        # S = H P H' + R
+    proj_cov = cov[:, :4, :4] + _diag(std ** 2)        # S = H P H' + R (H picks the first four)
     # K = P H' S^-1, solved rather than inverted (S is symmetric positive definite)
-    gain = np.linalg.solve(proj_cov, (_UPDATE @ cov)).transpose(0, 2, 1)   # [N,8,4]
+    gain = np.linalg.solve(proj_cov, cov[:, :4, :]).transpose(0, 2, 1)   # [N,8,4]
     innovation = np.asarray(measurements, np.float64).reshape(-1, 4) - proj_mean
     mean = mean + (gain @ innovation[:, :, None])[:, :, 0]
     cov = cov - gain @ proj_cov @ gain.transpose(0, 2, 1)
