@@ -121,7 +121,8 @@ class Model:
 
 def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLike | None = None,
                classes: str | Iterable[str | int] | None = None, threshold=_CONFIG, max_instances=_CONFIG,
-               min_area: float | None = None, download: bool = True, progress: bool = False) -> Model:
+               min_area: float | None = None, download: bool = True, progress: bool = False,
+               imgsz: int | None = None, iou: float | None = None) -> Model:
     """A zoo name (None: the default person model, bundled), or a checkpoint on disk (``path=``,
     or a first argument naming an existing file / folder) -> a callable :class:`Model`.
 
@@ -130,7 +131,8 @@ def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLik
     (a ValueError, before anything loads: ``threshold=2``, ``classes='dog'`` on a person-only
     model...); left out, threshold and max_instances take segkit/defaults.yaml's values
     (the threshold by the model's kind: instance scores or probability maps); None
-    keeps everything.
+    keeps everything. YOLO models also take ``imgsz`` (input side, converted once per size and
+    cached) and ``iou`` (NMS), as ``--imgsz`` / ``--iou``.
     """
     from segkit import options
     from segkit.config import DEFAULTS
@@ -146,13 +148,13 @@ def load_model(model: str | os.PathLike | None = None, *, path: str | os.PathLik
     opts = options.Options(model=model, model_path=path, classes=classes,
                            threshold=DEFAULTS["threshold"] if threshold is _CONFIG else threshold,
                            max_instances=DEFAULTS["max_instances"] if max_instances is _CONFIG else max_instances,
-                           min_area=min_area)
+                           min_area=min_area, imgsz=imgsz, iou=iou)
     options.validate(opts)  # OptionError: a ValueError, in the command line's words
     # classes read against the model's zoo entry, before loading it; a .keras brings its own
     # names inside the file, so those are read once it is loaded
     known = options.classes_of_model(model, path)[1] if classes else None
     wanted = options.parse_class_filter(opts) if known is not None else None
-    segmenter = load_segmenter(model, path, download=download, progress=progress)
+    segmenter = load_segmenter(model, path, download=download, progress=progress, imgsz=imgsz, iou=iou)
     if classes and known is None:
         try:
             wanted = parse_classes(classes, getattr(segmenter, "label_names", None))

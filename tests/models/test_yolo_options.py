@@ -54,6 +54,16 @@ def test_iou_reaches_nms_and_is_checked(tiny_pt):
         load_model(Options(model_path=str(tiny_pt), imgsz=100))
 
 
+def test_the_python_api_takes_them_too(tiny_pt):
+    import segkit
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        model = segkit.load_model(path=tiny_pt, imgsz=32, iou=0.6)
+    assert (model.segmenter.imgsz, model.segmenter.iou) == (32, 0.6)
+    with pytest.raises(ValueError, match="--imgsz: 33 is not a multiple of 32"):
+        segkit.load_model(path=tiny_pt, imgsz=33)
+
+
 def test_yolo_options_on_another_family_are_refused_before_loading():
     with pytest.raises(UsageError, match=r"--imgsz: only YOLO models take it; model person_selfie_coco is a tflite"):
         load_segmenter(None, None, imgsz=320)
