@@ -98,9 +98,10 @@ class RawYolo:
 
 # --------------------------------------------------------------------------- cache
 
-def checkpoint_sha256(pt_path: Path, cache_dir: Path | None = None) -> str:
+def checkpoint_sha256(pt_path: Path, cache_dir: Path | None = None, remember: bool = False) -> str:
     """sha256 of the checkpoint, remembered in cache_dir by size + mtime (hashing 77 MB costs
-    ~0.2 s on every start otherwise)."""
+    ~0.2 s on every start otherwise). ``remember`` writes the memo: only once the checkpoint
+    has been accepted (converted), so nothing is written beside a refused one."""
     pt_path = Path(pt_path)
     st = pt_path.stat()
     memo = Path(cache_dir) / f".{pt_path.name}.sha256.json" if cache_dir is not None else None
@@ -110,7 +111,7 @@ def checkpoint_sha256(pt_path: Path, cache_dir: Path | None = None) -> str:
             if known.get("size") == st.st_size and known.get("mtime_ns") == st.st_mtime_ns:
                 return str(known["sha256"])
     digest = sha256_file(pt_path)
-    if memo is not None:
+    if memo is not None and remember:
         with contextlib.suppress(OSError):
             write_atomic(memo, json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                            "sha256": digest}).encode())
@@ -142,19 +143,21 @@ def estimated_seconds(pt_path: Path, imgsz: int) -> int:
 # --------------------------------------------------------------------------- conversion
 
 def convert_checkpoint(pt_path: Path | str, out_dir: Path | str, imgsz: int = DEFAULT_IMGSZ,
-                       formats: tuple[str, ...] = ("fp32",), savedmodel: bool = False) -> dict[str, Path]:
+                       formats: tuple[str, ...] = ("fp32",), savedmodel: bool = False,
+                       checkpoint=None) -> dict[str, Path]:
     """Convert ``pt_path`` for ``imgsz`` into ``out_dir``: one cached .tflite (+ .json) per format,
     and with ``savedmodel`` a TF SavedModel folder. Returns {format: tflite path, 'savedmodel': ...}.
 
     Raises SegkitError subclasses (one line naming the file) for unreadable, hostile or
-    unsupported checkpoints. Imports TensorFlow (conversion only).
+    unsupported checkpoints. Imports TensorFlow (conversion only). ``checkpoint``: ``pt_path``
+    already read by load_checkpoint (it is not read again).
     """
     pt_path, out_dir = Path(pt_path), Path(out_dir)
     imgsz = _check_imgsz(imgsz, pt_path)
     for fmt in formats:
         if fmt not in FORMATS:
             raise SegkitError(f"unknown TFLite format {fmt!r} (one of {', '.join(FORMATS)})")
-    ck = load_checkpoint(pt_path)
+    ck = checkpoint if checkpoint is not None else load_checkpoint(pt_path)
     from segkit.models.yolo_keras import build_keras_model, check_architecture
 
     check_architecture(ck)  # refuse unknown modules before TensorFlow loads
@@ -194,6 +197,7 @@ def convert_checkpoint(pt_path: Path | str, out_dir: Path | str, imgsz: int = DE
         write_atomic(js, json.dumps({**meta, "format": fmt}, indent=1).encode())
         write_atomic(tfl, flat)  # last: a .tflite present means its .json is too
         written[fmt] = tfl
+    checkpoint_sha256(pt_path, out_dir, remember=True)  # accepted: its sha256 may be remembered
     if savedmodel:
         written["savedmodel"] = _export_savedmodel(tf, model, out_dir, pt_path, sha, imgsz)
     return written
@@ -257,11 +261,17 @@ def load_raw_model(pt_path: Path | str, cache_dir: Path | str, imgsz: int = DEFA
     cache_dir.mkdir(parents=True, exist_ok=True)
     tfl, js = cache_paths(pt_path, cache_dir, imgsz, fmt)
     if not (tfl.is_file() and js.is_file()):
+        # read and check it first: a refused checkpoint is one error line, no "converting" line
+        ck = load_checkpoint(pt_path)
+        from segkit.models.yolo_keras import check_architecture
+
+        check_architecture(ck)
+        _ = ck.names  # nc and the class names are capped there
         if progress:
             print(f"segkit: converting {pt_path.name} for {imgsz}x{imgsz} (first use, "
                   f"~{estimated_seconds(pt_path, imgsz)} s)...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        convert_checkpoint(pt_path, cache_dir, imgsz, formats=(fmt,))
+        convert_checkpoint(pt_path, cache_dir, imgsz, formats=(fmt,), checkpoint=ck)
         if progress:
             print(f"segkit: converted in {time.perf_counter() - t0:.0f} s, cached as {tfl}",
                   file=sys.stderr, flush=True)
