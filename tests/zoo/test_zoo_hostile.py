@@ -294,3 +294,44 @@ def test_full_disk_during_download_or_extraction_leaves_nothing_and_a_retry_inst
         disk.resize(8 << 20)
         assert zoo.fetch(spec, progress=False).read_bytes() == GRAPH
         assert zoo.lock_path().exists()
+
+
+# --------------------------------------------------------------------------- registry YAML bombs (issue #24)
+
+def _laughs_registry(where: str) -> str:
+    """A registry entry whose ``description`` (or an unknown key) is 9 levels of 9 aliases of
+    the level below: 600 bytes that expand to 9**10 strings once printed or walked."""
+    text = ("models:\n  m:\n    family: tflite\n    task: semantic\n    file: m.tflite\n    bundled: true\n"
+            "    l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n")
+    for i in range(1, 9):
+        text += f"    l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]\n"
+    return text + f"    {where}: [" + ", ".join(["*l8"] * 9) + "]\n"
+
+
+@pytest.mark.parametrize("where", ["description", "unknown_key"])
+def test_registry_with_nested_aliases_is_refused_in_one_line_with_memory_bounded(where, tmp_path):
+    from fixtures.limits import python, run_limited
+
+    reg = tmp_path / "zoo.yaml"
+    reg.write_text(_laughs_registry(where))
+    assert reg.stat().st_size < 1000
+    r = run_limited(python(str(REPO / "bin" / "fetch_model.py"), "--registry", str(reg), "--list"), timeout=60)
+    assert r.rc == 1, r.output[-2000:]
+    assert r.lines == [f"segkit: error: {reg}: YAML alias at line 8: aliases (*name) are not allowed in a "
+                       "registry (nested ones expand exponentially); write the value out"]
+
+
+def test_registry_aliases_and_oversized_files_are_refused(tmp_path):
+    reg = tmp_path / "zoo.yaml"
+    reg.write_text("defaults: &d {family: tflite, task: semantic, bundled: true}\n"
+                   "models:\n  m: {<<: *d, file: m.tflite}\n")
+    with pytest.raises(zoo.ZooError, match="YAML alias at line 3") as e:
+        zoo.load_registry(reg)
+    assert "\n" not in str(e.value)
+    reg.write_text("models: {}\n" + "# padding\n" * 200_000)
+    with pytest.raises(zoo.ZooError, match="over 1 MiB of YAML"):
+        zoo.load_registry(reg)
+    # anchors alone, and the bundled registry, still load
+    reg.write_text("models:\n  m: &m {family: tflite, task: semantic, bundled: true, file: m.tflite}\n")
+    assert zoo.load_registry(reg).names() == ["m"]
+    assert len(zoo.load_registry()) > 5
