@@ -13,7 +13,9 @@ Timings are wall-clock medians; the tracker's is also given as the CPU time of i
 2. segment_webcam's flow (capture thread, model, one writer drawing the overlay) over a 640x480
    clip of the shared vtest.avi (pedestrians), every frame, with and without the tracker,
    alternated in ``--rounds`` rounds in one process so the shared machine's load hits both
-   alike: fps of each (median over the rounds) and their ratio. Target >= 95 %.
+   alike: fps of each (median over the rounds), the ratio of those medians, and the median of
+   each round's with/without ratio (its two runs are adjacent, so they share the load: the
+   figure the verdict uses). Target >= 95 %.
 Figures only; not a test.
 """
 from __future__ import annotations
@@ -115,7 +117,9 @@ def live_fps(clip: Path, model: str | None, rounds: int) -> dict:
     finally:
         segmenter.close()
     off, on = statistics.median(fps["off"]), statistics.median(fps["on"])
-    return {"model": segmenter.name, "fps_off": off, "fps_on": on, "ratio": on / off, "track_ms": statistics.median(track_ms),
+    # each round's two runs are adjacent in time: their ratio sees the same load
+    paired = statistics.median(b / a for a, b in zip(fps["off"], fps["on"]))
+    return {"model": segmenter.name, "fps_off": off, "fps_on": on, "ratio": on / off, "paired": paired, "track_ms": statistics.median(track_ms),
             "all_off": fps["off"], "all_on": fps["on"]}
 
 
@@ -142,8 +146,9 @@ def main(argv=None) -> int:
             f = live_fps(clip, model, args.rounds)
             print(f"live run, {f['model']}, vtest 640x480 x {args.run_frames} frames, {args.rounds} alternated rounds: "
                   f"{f['fps_off']:.1f} fps without --track, {f['fps_on']:.1f} fps with (tracker "
-                  f"{f['track_ms']:.2f} ms/frame): ratio {f['ratio']:.3f}; target >= 0.95: "
-                  f"{'met' if f['ratio'] >= 0.95 else 'NOT met'}  [off {', '.join(f'{v:.1f}' for v in f['all_off'])}; "
+                  f"{f['track_ms']:.2f} ms/frame): ratio of the medians {f['ratio']:.3f}, median of "
+                  f"the rounds' ratios {f['paired']:.3f}; target >= 0.95 (rounds' ratios): "
+                  f"{'met' if f['paired'] >= 0.95 else 'NOT met'}  [off {', '.join(f'{v:.1f}' for v in f['all_off'])}; "
                   f"on {', '.join(f'{v:.1f}' for v in f['all_on'])}; per round "
                   f"{', '.join(f'{b / a:.3f}' for a, b in zip(f['all_off'], f['all_on']))}]", flush=True)
     return 0
