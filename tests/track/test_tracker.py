@@ -219,3 +219,17 @@ def test_masks_tell_apart_objects_whose_boxes_coincide():
 
     assert len(set(left_ids(Tracker(mask_weight=0.3)))) == 1
     assert len(set(left_ids(Tracker(mask_weight=0.0)))) > 1
+
+
+def test_a_tracked_person_model_keeps_its_soft_edges_for_cut_outs():
+    from segkit.render import foreground_alpha
+
+    yy, xx = np.mgrid[0:H, 0:W]
+    probs = np.clip(1.2 - np.hypot(yy - 60, xx - 60) / 30, 0, 1).astype(np.float32)[..., None]  # a soft disc
+    seg = Segmentation(H, W, probs=probs, prob_class_ids=(1,))
+    out = Tracker().update(seg, 0)
+    assert list(out.track_ids) == [1] and out.soft is not None
+    a, b = foreground_alpha(seg), foreground_alpha(out)
+    assert ((b > 0) & (b < 1)).any()                   # a ramp, not a 0/1 cut
+    assert np.abs(a - b).max() < 0.02                  # the semantic result's own alpha
+    assert ((b >= 0.5) == out.masks[0]).all()
