@@ -78,3 +78,19 @@ def test_refining_instances_keeps_them_apart_and_aligned():
     assert out.masks[1, 315:385, 615:685].all() and not out.masks[1, :280].any()
     assert abs(int(out.masks[1].sum()) - 100 * 100) < 500
     assert len(edges.refine(photo, seg.filter(classes={99}))) == 0  # nothing kept: nothing to do
+
+
+def test_tracked_results_keep_their_probabilities_aligned():
+    from segkit.render import foreground_alpha
+    from segkit.track.instances import instances_of, take
+    p = np.zeros((60, 80), np.float32)
+    p[10:30, 10:30] = 0.9
+    p[10:30, 30] = 0.52     # a soft edge beside the first blob (under the threshold)
+    p[40:55, 50:75] = 0.8
+    seg = Segmentation(60, 80, probs=p[..., None], prob_class_ids=(1,), mask_threshold=0.6)
+    inst = instances_of(seg)
+    assert len(inst) == 2 and inst.soft.shape == inst.masks.shape
+    assert np.array_equal(inst.soft >= 128, inst.masks)  # the threshold (0.6) is 128 there
+    assert 0 < foreground_alpha(inst)[20, 30] < 0.5  # the soft edge survives the split
+    one = take(inst, [1], [7])
+    assert np.array_equal(one.soft, inst.soft[1:2]) and one.track_ids.tolist() == [7]

@@ -180,8 +180,11 @@ class RunInfo:
 
 
 # --------------------------------------------------------------------------- the two steps
-def segment(segmenter, frames: Sequence[Frame], result_filter: Filter, where: str = "") -> list[Segmentation]:
-    """The model on a batch of frames, filtered. A model error names the frame it failed on."""
+def segment(segmenter, frames: Sequence[Frame], result_filter: Filter, where: str = "",
+            refine: bool = True) -> list[Segmentation]:
+    """The model on a batch of frames, filtered (and with ``result_filter.refine_edges``, refined
+    unless ``refine`` is False: a tracked run refines what the tracker keeps, after it). A model
+    error names the frame it failed on."""
     result_filter = result_filter.for_model(segmenter)
     try:
         prepared = [f.prepared for f in frames]
@@ -195,11 +198,16 @@ def segment(segmenter, frames: Sequence[Frame], result_filter: Filter, where: st
         raise SegkitError(f"model {segmenter.name or segmenter.family} failed on {what}: "
                           f"{type(e).__name__}: {e}") from e
     segs = [result_filter(s) for s in segs]
-    if result_filter.refine_edges:  # after the filter: only what is kept is refined
-        from segkit.edges import refine
+    return refine_edges(result_filter, frames, segs) if refine else segs
 
-        segs = [refine(f.image, s) for f, s in zip(frames, segs)]
-    return segs
+
+def refine_edges(result_filter: Filter, frames: Sequence[Frame], segs: list[Segmentation]) -> list[Segmentation]:
+    """--refine-edges on what is kept (after the filter, and the tracker if any)."""
+    if not result_filter.refine_edges:
+        return segs
+    from segkit.edges import refine
+
+    return [refine(f.image, s) for f, s in zip(frames, segs)]
 
 
 def write(sinks: Sequence, frame: Frame, seg: Segmentation) -> list[Path]:
@@ -291,12 +299,17 @@ def run(source, segmenter, sinks: Sequence, *, result_filter: Filter | None = No
                 if not batch:
                     return
                 t0 = time.perf_counter()
-                segs = segment(segmenter, batch, model_filter, where)
+                segs = segment(segmenter, batch, model_filter, where, refine=tracker is None)
                 t1 = time.perf_counter()
                 stats.model_s += t1 - t0
                 if tracker is not None:  # here, not in the writers: frames in order, one thread
                     segs = [tracker.update(s, f.index) for f, s in zip(batch, segs)]
-                    stats.track_s += time.perf_counter() - t1
+                    t2 = time.perf_counter()
+                    stats.track_s += t2 - t1
+                    # the tracker's low-score detections only follow occluded objects: refine
+                    # what it hands on, not every one of them
+                    segs = refine_edges(result_filter, batch, segs)
+                    stats.model_s += time.perf_counter() - t2
                 ms = (t1 - t0) * 1000 / len(batch)
                 stats.model_ms_recent = ms if not stats.recent else 0.9 * stats.model_ms_recent + 0.1 * ms
                 for frame, seg in zip(batch, segs):

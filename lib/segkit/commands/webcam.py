@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_refine_edges_arg(g)
     # dest differs from 'output' on purpose: defaults.yaml's output is the image folder.
     g.add_argument("-o", "--output", dest="video_output", metavar="VIDEO",
-                   help="write the annotated stream to this video (.mp4/.mov/.mkv: MPEG-4, .avi: MJPEG); "
+                   help="write the annotated stream to this video (.mp4/.mov/.mkv: H.264 that browsers play, "
+                        "MPEG-4 Part 2 without imageio-ffmpeg; .avi: MJPEG); "
                         "written to a temp file and renamed into place when the run ends")
     g.add_argument("--no-show", action="store_true", help="never open a window, even with a display")
     g = p.add_argument_group("run length")

@@ -348,7 +348,7 @@ def clean_stale_parts(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 class VideoSink(Sink):
-    """The annotated stream into one video file (.mp4/.mov/.mkv: MPEG-4, .avi: MJPEG), at ``fps``.
+    """The annotated stream into one video file (.mp4/.m4v/.mov/.mkv: H.264, .avi: MJPEG), at ``fps``.
 
     The file appears, complete and playable, when the sink is closed (on every way out of a run,
     unless ``keep_partial`` is False and the run failed);
