@@ -203,7 +203,7 @@ def refine(image: np.ndarray, seg):
         return replace(seg, probs=probs)
     if not len(seg):
         return seg
-    soft = seg.soft if seg.soft is not None else seg.masks.view(np.uint8) * np.uint8(255)
+    soft = np.asarray(seg.soft) if seg.soft is not None else seg.masks.view(np.uint8) * np.uint8(255)
     new_soft = np.zeros_like(soft)
     margin = 2 * r
     for i, (x0, y0, x1, y1) in enumerate(seg.boxes.tolist()):

@@ -235,5 +235,6 @@ def foreground_alpha(seg: Segmentation) -> np.ndarray:
     if seg.soft is None or not len(seg):
         return seg.foreground().astype(np.float32)
     # the ramp rises with the probability, so the union's alpha is the ramp of the largest one
-    p = seg.soft[0] if len(seg) == 1 else seg.soft.max(axis=0)
+    soft = np.asarray(seg.soft)  # computed here when the model left it for later (LazySoft)
+    p = soft[0] if len(seg) == 1 else soft.max(axis=0)
     return edge_alpha(p.astype(np.float32) * np.float32(1 / 255), 0.5)

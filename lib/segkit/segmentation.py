@@ -15,6 +15,42 @@ from segkit.config import DEFAULTS, default_threshold
 from segkit.labels import COCO_CATEGORIES, class_name, coco80_index
 
 
+class LazySoft:
+    """``Segmentation.soft`` computed only when something reads it (a cut-out, --refine-edges):
+    YOLO pastes 100 candidate masks per image for COCO evaluation, and writing their
+    probabilities too would double that work for runs that never look at them.
+
+    ``compute(idx)`` -> uint8 [len(idx),H,W] for the instances ``idx`` of the original result.
+    Indexing (``filter``, the tracker's ``take``) selects instances without computing anything;
+    ``np.asarray`` computes (once)."""
+
+    def __init__(self, compute, n: int, height: int, width: int, idx: np.ndarray | None = None):
+        self._compute, self._n, self._h, self._w = compute, n, height, width
+        self.idx = np.arange(n) if idx is None else np.asarray(idx, np.int64).reshape(-1)
+        self._value: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.idx), self._h, self._w)
+
+    dtype = np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, idx) -> "LazySoft":
+        return LazySoft(self._compute, self._n, self._h, self._w, self.idx[idx])
+
+    def __reduce__(self):  # pickled (Beam ships results between steps): as the computed array
+        return (np.asarray, (np.asarray(self),))
+
+    def __array__(self, dtype=None, copy=None):
+        if self._value is None:
+            self._value = (self._compute(self.idx) if len(self.idx)
+                           else np.zeros((0, self._h, self._w), np.uint8))
+        return self._value if dtype is None else self._value.astype(dtype)
+
+
 @dataclass
 class Segmentation:
     height: int
@@ -33,8 +69,8 @@ class Segmentation:
     # Instances: the model's mask probability x 255, uint8 [N,H,W] at the image size (upsampled
     # from the model's own mask resolution, never from ``masks``), where cut-outs take a graded
     # alpha from (segkit.edges); ``masks`` is ``soft >= 128`` (probability 0.5). None when the
-    # model gives hard masks only.
-    soft: np.ndarray | None = None
+    # model gives hard masks only; a LazySoft when it is computed on first use (np.asarray).
+    soft: "np.ndarray | LazySoft | None" = None
     # Tracking (--track): int64 [N], one identity per instance, the same object keeps its id
     # across a video's frames; None when the result was not tracked.
     track_ids: np.ndarray | None = None

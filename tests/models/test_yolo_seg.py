@@ -124,9 +124,11 @@ def test_known_boxes_and_masks_come_back_in_image_pixels(height, width):
     assert not wrong[:, ~near].any()
     assert 0 < seg.masks[1].sum() < seg.masks[2].sum()
     # the probabilities come along at full size (cut-outs' alpha), and say the same as the masks
-    assert seg.soft.shape == seg.masks.shape and seg.soft.dtype == np.uint8
-    assert np.array_equal((seg.soft >= 128)[:, :, ~near], seg.masks[:, :, ~near])
-    assert np.array_equal(seg.filter(classes={18}).soft, seg.soft[2:3])
+    soft = np.asarray(seg.soft)  # computed on first use
+    assert soft.shape == seg.masks.shape == seg.soft.shape and soft.dtype == np.uint8
+    assert np.array_equal((soft >= 128)[:, :, ~near], seg.masks[:, :, ~near])
+    assert np.array_equal(np.asarray(seg.filter(classes={18}).soft), soft[2:3])
+    assert np.asarray(seg.filter(classes={99}).soft).shape == (0, height, width)
 
 
 def test_min_score_floor_and_max_det():

@@ -23,7 +23,7 @@ import numpy as np
 from segkit.errors import SegkitError
 from segkit.labels import COCO80_IDS, COCO_CATEGORIES, COCO_IDS_BY_NAME
 from segkit.models.base import Segmenter
-from segkit.segmentation import Segmentation
+from segkit.segmentation import LazySoft, Segmentation
 
 DEFAULT_IMGSZ = 640
 PAD_VALUE = 114  # YOLOv5's letterbox grey: what the network saw around images in training
@@ -183,9 +183,14 @@ def decode(pred: np.ndarray, protos: np.ndarray, lb: Letterbox, height: int, wid
     """One image's raw outputs (``pred`` [N,5+nc+nm], ``protos`` [h,w,nm]) -> Segmentation."""
     boxes, scores, cls, coeffs = select(np.asarray(pred, np.float32), nc, conf, iou, max_det, multi_label)
     img_boxes = lb.to_image(boxes, height, width)
-    masks, soft = paste_proto_masks(np.asarray(protos, np.float32), coeffs, img_boxes, lb, height, width,
-                                    with_soft=True)
-    return Segmentation(height, width, masks=masks, soft=soft, boxes=img_boxes,
+    protos = np.asarray(protos, np.float32)
+    masks = paste_proto_masks(protos, coeffs, img_boxes, lb, height, width)
+
+    def soft(idx, coeffs=coeffs, boxes=img_boxes):  # only if a cut-out or --refine-edges reads it
+        return paste_proto_masks(protos, coeffs[idx], boxes[idx], lb, height, width, with_soft=True)[1]
+
+    return Segmentation(height, width, masks=masks, soft=LazySoft(soft, len(img_boxes), height, width),
+                        boxes=img_boxes,
                         class_ids=np.asarray(class_ids, np.int32)[cls].reshape(-1),
                         scores=scores, label_names=label_names or COCO_CATEGORIES)
 
