@@ -201,13 +201,16 @@ def segment(segmenter, frames: Sequence[Frame], result_filter: Filter, where: st
     return refine_edges(result_filter, frames, segs) if refine else segs
 
 
-def refine_edges(result_filter: Filter, frames: Sequence[Frame], segs: list[Segmentation]) -> list[Segmentation]:
-    """--refine-edges on what is kept (after the filter, and the tracker if any)."""
+def refine_edges(result_filter: Filter, frames: Sequence[Frame], segs: list[Segmentation],
+                 only: Sequence[bool] | None = None) -> list[Segmentation]:
+    """--refine-edges on what is kept (after the filter, and the tracker if any); ``only``: which
+    of them (all when None)."""
     if not result_filter.refine_edges:
         return segs
     from segkit.edges import refine
 
-    return [refine(f.image, s) for f, s in zip(frames, segs)]
+    only = [True] * len(segs) if only is None else only
+    return [refine(f.image, s) if do else s for f, s, do in zip(frames, segs, only)]
 
 
 def write(sinks: Sequence, frame: Frame, seg: Segmentation) -> list[Path]:
@@ -300,15 +303,19 @@ def run(source, segmenter, sinks: Sequence, *, result_filter: Filter | None = No
                     return
                 t0 = time.perf_counter()
                 segs = segment(segmenter, batch, model_filter, where, refine=tracker is None)
+                if tracker is not None:
+                    # a probability map is refined before the tracker splits it into blobs (the
+                    # whole map is the filter's context); instances after it: the tracker's
+                    # low-score detections only follow occluded objects, refine what it hands on
+                    semantic = [s.is_semantic for s in segs]
+                    segs = refine_edges(result_filter, batch, segs, semantic)
                 t1 = time.perf_counter()
                 stats.model_s += t1 - t0
                 if tracker is not None:  # here, not in the writers: frames in order, one thread
                     segs = [tracker.update(s, f.index) for f, s in zip(batch, segs)]
                     t2 = time.perf_counter()
                     stats.track_s += t2 - t1
-                    # the tracker's low-score detections only follow occluded objects: refine
-                    # what it hands on, not every one of them
-                    segs = refine_edges(result_filter, batch, segs)
+                    segs = refine_edges(result_filter, batch, segs, [not s for s in semantic])
                     stats.model_s += time.perf_counter() - t2
                 ms = (t1 - t0) * 1000 / len(batch)
                 stats.model_ms_recent = ms if not stats.recent else 0.9 * stats.model_ms_recent + 0.1 * ms
