@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO
 from fixtures.zoo_env import models, server  # noqa: F401 (pytest fixtures)
 from segkit import zoo
-from segkit.zoo import archives
+from segkit.zoo import archives, store
 
 GRAPH = b"frozen graph bytes " * 50
 #: a real TFLite model (MediaPipe's selfie network, bundled with the repository)
@@ -335,3 +335,126 @@ def test_registry_aliases_and_oversized_files_are_refused(tmp_path):
     reg.write_text("models:\n  m: &m {family: tflite, task: semantic, bundled: true, file: m.tflite}\n")
     assert zoo.load_registry(reg).names() == ["m"]
     assert len(zoo.load_registry()) > 5
+
+
+# --------------------------------------------------------------------------- downloads that never end (issue #24)
+
+@pytest.fixture
+def quick_rate(monkeypatch):
+    """download_min_rate / download_window shrunk so a stalled server trips in about a second."""
+    from segkit.zoo import download
+
+    monkeypatch.setattr(download, "MIN_RATE", 1000, raising=False)
+    monkeypatch.setattr(download, "RATE_WINDOW_S", 1.0, raising=False)
+
+
+@pytest.mark.parametrize("headers", [False, True], ids=["body", "headers"])
+def test_a_server_sending_a_byte_at_a_time_is_cut_off_in_one_line(headers, quick_rate, server, models):
+    # each read arrives well inside the 60 s per-read timeout, so only the rate ends it
+    import time
+
+    name = f"m_slow_{headers}"
+    data = Tar().file(f"{name}/frozen_inference_graph.pb", GRAPH).bytes()
+    url = server.put(f"{name}.tar.gz", data)
+    server.dribble(f"{name}.tar.gz", 0.05, headers=headers)
+    spec = spec_for(name, url, sha(data))
+    t0 = time.monotonic()
+    msg = refused(spec, r"under 1000 bytes/s for 1 s", exc=zoo.DownloadError)
+    assert time.monotonic() - t0 < 30  # a bound, not a timing: unguarded, this takes ~20 minutes
+    assert msg.startswith(f"cannot download {url}: under 1000 bytes/s for 1 s (") and "download_min_rate" in msg
+    assert_left_nothing(spec, models)
+    server.dribble(f"{name}.tar.gz", None)
+    assert zoo.fetch(spec, progress=False).read_bytes() == GRAPH  # a normal server still gets through
+
+
+def test_the_rate_minimum_is_stated_once_in_the_defaults():
+    from segkit.config import DEFAULTS
+    from segkit.zoo import download
+
+    assert download.MIN_RATE == DEFAULTS["download_min_rate"] > 0
+    assert download.RATE_WINDOW_S == DEFAULTS["download_window"] > 0
+
+
+def _gz_tar_of_zeros(name: str, member: str, mib: int) -> bytes:
+    """A .tar.gz whose ``member`` is ``mib`` MiB of zeros (honestly declared in its header),
+    after a real graph file: ~1 KB per MiB, built without compressing the zeros each time."""
+    import struct
+    import zlib
+
+    def deflate(data: bytes) -> bytes:
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return c.compress(data) + c.flush(zlib.Z_FULL_FLUSH)
+
+    graph = tarfile.TarInfo(f"{name}/frozen_inference_graph.pb")
+    graph.size = len(GRAPH)
+    head = graph.tobuf() + GRAPH + b"\0" * (-len(GRAPH) % 512)
+    info = tarfile.TarInfo(member)
+    info.size = mib << 20
+    head += info.tobuf()
+    zeros = b"\0" * (1 << 20)
+    crc = zlib.crc32(head)
+    for _ in range(mib):
+        crc = zlib.crc32(zeros, crc)
+    tail = b"\0" * 1024  # end-of-archive marker
+    crc = zlib.crc32(tail, crc)
+    last = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = deflate(head) + deflate(zeros) * mib + last.compress(tail) + last.flush(zlib.Z_FINISH)
+    size = len(head) + (mib << 20) + len(tail)
+    return b"\x1f\x8b\x08\x00\0\0\0\0\x00\xff" + body + struct.pack("<II", crc, size & 0xFFFFFFFF)
+
+
+def test_an_archive_unpacking_far_beyond_its_size_is_refused_without_a_cap_in_the_entry(server, models):
+    name = "m_gzbomb"
+    data = _gz_tar_of_zeros(name, f"{name}/variables.data", 100)  # 100 MiB from ~100 KB
+    assert len(data) < 200_000
+    url = server.put(f"{name}.tar.gz", data)
+    msg = refused(spec_for(name, url, sha(data)), "more than 67,108,864 bytes unpacked")
+    assert f"10x the {len(data):,}-byte archive" in msg and "max_unpacked_bytes" in msg
+    assert_left_nothing(spec_for(name, url, sha(data)), models)
+    # an entry that says how big it unpacks gets exactly that
+    refused(spec_for(name, url, sha(data), archive={"max_unpacked_bytes": 50 << 20}),
+            "more than 52,428,800 bytes unpacked \\(the entry's archive.max_unpacked_bytes\\)")
+    path = zoo.fetch(spec_for(name, url, sha(data), archive={"max_unpacked_bytes": 150 << 20}), progress=False)
+    assert path.read_bytes() == GRAPH and (path.parent / "variables.data").stat().st_size == 100 << 20
+
+
+def test_a_killed_downloads_part_file_is_removed_at_the_next_start(server, models, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fixtures.limits import REPO as repo
+
+    name = "m_killed"
+    data = Tar().file(f"{name}/frozen_inference_graph.pb", GRAPH).bytes()
+    url = server.put(f"{name}.tar.gz", data)
+    server.dribble(f"{name}.tar.gz", 0.2)  # slow enough to kill it mid-way, fast enough for the rate
+    reg = tmp_path / "zoo.yaml"
+    reg.write_text(yaml.safe_dump({"models": {name: {
+        "family": "od_api_tf1", "task": "instance", "file": f"{name}/frozen_inference_graph.pb",
+        "source": {"url": url}, "sha256": sha(data), "labels": "coco"}}}))
+    proc = subprocess.Popen([sys.executable, str(repo / "bin" / "fetch_model.py"), "--registry", str(reg),
+                             "--dir", str(models), "--no-progress", name],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            parts = list(models.glob("*.part"))
+            if parts:
+                break
+            time.sleep(0.05)
+        assert parts, "the fetch never started its download"
+        assert f".{proc.pid}@" in parts[0].name
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert parts[0].exists()  # a killed process cleans nothing
+    # a .part of a process still running (this one) and one from another machine are kept
+    live = models / f"other.tar.gz.{os.getpid()}@{store._host()}.abcd1234.part"
+    remote = models / f"other.tar.gz.{proc.pid}@another-host.abcd1234.part"
+    live.write_bytes(b"x")
+    remote.write_bytes(b"x")
+    server.dribble(f"{name}.tar.gz", None)
+    spec = zoo.load_registry(reg).get(name)
+    assert zoo.fetch(spec, progress=False).read_bytes() == GRAPH
+    assert not parts[0].exists() and live.exists() and remote.exists()

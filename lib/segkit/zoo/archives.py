@@ -20,9 +20,14 @@ if TYPE_CHECKING:
     from segkit.zoo.registry import ModelSpec
 
 #: caps per archive, far above the real checkpoints (the largest Mask R-CNN tarball unpacks to
-#: about 0.5 GB in under 20 files); an entry raises them with ``archive: {max_unpacked_bytes,
-#: max_members}`` and allows links with ``archive: {allow_links: true}``
+#: about 0.5 GB in under 20 files; weights barely compress, so model archives unpack to 1-3x
+#: their size); an entry sets its own with ``archive: {max_unpacked_bytes, max_members}`` and
+#: allows links with ``archive: {allow_links: true}``. Without ``max_unpacked_bytes`` an archive
+#: may unpack to DEFAULT_MAX_RATIO x its own size (at least DEFAULT_MIN_UNPACKED_BYTES, at most
+#: DEFAULT_MAX_UNPACKED_BYTES): a 3 MB archive that unpacks to 3 GB is a bomb, whatever the ceiling.
 DEFAULT_MAX_UNPACKED_BYTES = 16 << 30
+DEFAULT_MAX_RATIO = 10
+DEFAULT_MIN_UNPACKED_BYTES = 64 << 20
 DEFAULT_MAX_MEMBERS = 10_000
 _MAX_LINK_HOPS = 40
 _MAX_PATH_CHARS = 1024  # far below PATH_MAX (4096): a resolved path longer than this is refused
@@ -44,13 +49,25 @@ class ArchiveLimits:
     max_bytes: int = DEFAULT_MAX_UNPACKED_BYTES
     max_members: int = DEFAULT_MAX_MEMBERS
     allow_links: bool = False
+    #: why max_bytes is what it is (said when it is exceeded)
+    basis: str = "the entry's archive.max_unpacked_bytes raises the cap"
 
 
-def archive_limits(spec: ModelSpec | None) -> ArchiveLimits:
+def archive_limits(spec: ModelSpec | None, packed_bytes: int | None = None) -> ArchiveLimits:
+    """The entry's caps; without its own max_unpacked_bytes, the unpacked size is bounded by
+    the archive's: ``packed_bytes`` x DEFAULT_MAX_RATIO (within the floor and the ceiling)."""
     opts = (spec.extra.get("archive") if spec is not None else None) or {}
-    return ArchiveLimits(int(opts.get("max_unpacked_bytes", DEFAULT_MAX_UNPACKED_BYTES)),
-                         int(opts.get("max_members", DEFAULT_MAX_MEMBERS)),
-                         bool(opts.get("allow_links", False)))
+    if "max_unpacked_bytes" in opts:
+        max_bytes, basis = int(opts["max_unpacked_bytes"]), "the entry's archive.max_unpacked_bytes"
+    elif packed_bytes is not None:
+        max_bytes = min(DEFAULT_MAX_UNPACKED_BYTES,
+                        max(DEFAULT_MIN_UNPACKED_BYTES, DEFAULT_MAX_RATIO * packed_bytes))
+        basis = (f"{DEFAULT_MAX_RATIO}x the {packed_bytes:,}-byte archive: an archive bomb? an entry "
+                 "that truly unpacks to more says archive: {max_unpacked_bytes: N}")
+    else:
+        max_bytes, basis = DEFAULT_MAX_UNPACKED_BYTES, ArchiveLimits.basis
+    return ArchiveLimits(max_bytes, int(opts.get("max_members", DEFAULT_MAX_MEMBERS)),
+                         bool(opts.get("allow_links", False)), basis)
 
 
 def check_archive_options(opts: Any) -> str | None:
@@ -147,8 +164,7 @@ class _ArchivePlan:
         if kind == "file":
             self.bytes += max(0, size)
             if self.bytes > self.limits.max_bytes:
-                raise self.refuse(f"more than {self.limits.max_bytes:,} bytes unpacked (the entry's "
-                                  "archive.max_unpacked_bytes raises the cap)")
+                raise self.refuse(f"more than {self.limits.max_bytes:,} bytes unpacked ({self.limits.basis})")
         elif kind == "symlink":
             if str(link).startswith("/") or PureWindowsPath(str(link)).drive:
                 raise self.refuse(f"symlink {name!r} -> {link!r} pointing outside the model folder")

@@ -82,9 +82,9 @@ def _install_from_url(spec: ModelSpec, progress: bool) -> None:
         with staging(spec, {"sha256": digest}) as stage:
             kind = archive_kind(filename)
             if kind == "tar":
-                safe_extract_tar(archive, stage, archive_limits(spec))
+                safe_extract_tar(archive, stage, archive_limits(spec, archive.stat().st_size))
             elif kind == "zip":
-                safe_extract_zip(archive, stage, archive_limits(spec))
+                safe_extract_zip(archive, stage, archive_limits(spec, archive.stat().st_size))
             else:
                 out = stage / spec.file
                 try:

