@@ -89,6 +89,7 @@ def no_network(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("this test must not touch the network")
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", refuse)  # downloads use their own opener
 
 
 # --------------------------------------------------------------------------- registry
