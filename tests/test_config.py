@@ -112,3 +112,15 @@ def test_a_semantic_model_without_threshold_cuts_its_probabilities_at_0_5():
     (seg,) = segment(Semantic(semantic=True), [Frame(np.zeros((2, 2, 3), np.uint8), "x")],
                      cli.build_filter(_args(["-i", "x.jpg"])))
     np.testing.assert_array_equal(seg.foreground(), [[False, False], [True, True]])
+
+
+def test_config_with_yaml_aliases_is_refused_in_one_line(tmp_path):
+    # nested aliases ("billion laughs") expand exponentially once a value is printed or walked
+    cfg = tmp_path / "bomb.yaml"
+    levels = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    cfg.write_text("\n".join(levels) + "\nclasses: [" + ", ".join(["*l8"] * 9) + "]\n")
+    with pytest.raises(UsageError) as e:
+        load_config(cfg)
+    assert str(e.value) == (f"{cfg}: invalid YAML (YAML alias at line 2: aliases (*name) are not allowed "
+                            "here (nested ones expand exponentially); write the value out)")

@@ -13,6 +13,7 @@ from typing import Mapping
 
 import yaml
 
+from segkit import safe_yaml
 from segkit.errors import UsageError
 
 DEFAULTS_FILE = files("segkit") / "defaults.yaml"
@@ -20,7 +21,7 @@ DEFAULTS_FILE = files("segkit") / "defaults.yaml"
 
 def _parse(text: str, where) -> dict:
     try:
-        data = yaml.safe_load(text) or {}
+        data = safe_yaml.load(text) or {}  # no aliases (billion laughs)
     except yaml.YAMLError as e:
         raise UsageError(f"{where}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -317,8 +317,8 @@ def test_registry_with_nested_aliases_is_refused_in_one_line_with_memory_bounded
     assert reg.stat().st_size < 1000
     r = run_limited(python(str(REPO / "bin" / "fetch_model.py"), "--registry", str(reg), "--list"), timeout=60)
     assert r.rc == 1, r.output[-2000:]
-    assert r.lines == [f"segkit: error: {reg}: YAML alias at line 8: aliases (*name) are not allowed in a "
-                       "registry (nested ones expand exponentially); write the value out"]
+    assert r.lines == [f"segkit: error: {reg}: YAML alias at line 8: aliases (*name) are not allowed here "
+                       "(nested ones expand exponentially); write the value out"]
 
 
 def test_registry_aliases_and_oversized_files_are_refused(tmp_path):

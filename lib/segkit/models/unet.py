@@ -90,9 +90,9 @@ def _read_metadata(model_path: Path) -> dict:
             raise ModelError(f"{metrics}: not valid JSON ({e})") from None
     zoo = model_path.with_name("zoo.yaml")
     if zoo.is_file():
-        import yaml
+        from segkit.zoo.registry import read_yaml  # no aliases, size capped, one-line errors
 
-        entries = (yaml.safe_load(zoo.read_text()) or {}).get("models") or {}
+        entries = (read_yaml(zoo) or {}).get("models") or {}
         if entries:
             return next(iter(entries.values()))
     return {}

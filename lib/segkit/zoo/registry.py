@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from segkit import safe_yaml
 from segkit.invocation import command
 from segkit.zoo.archives import check_archive_options
 from segkit.zoo.errors import UnknownModelError, ZooError
@@ -167,36 +168,19 @@ def entry_beside(path: Path | str) -> ModelSpec | None:
 MAX_YAML_BYTES = 1 << 20
 
 
-class _AliasRefused(yaml.YAMLError):
-    def __init__(self, line: int):
-        self.line = line
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """safe_load without aliases: ``*name`` reuses a node, so nested aliases expand
-    exponentially ("billion laughs": a few hundred bytes that take gigabytes once a
-    description or an unknown key is printed or walked). Registries never need them."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            raise _AliasRefused(self.peek_event().start_mark.line + 1)
-        return super().compose_node(parent, index)
-
-
 def read_yaml(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_YAML_BYTES + 1)
         if len(data) > MAX_YAML_BYTES:
             raise ZooError(f"{path}: over {MAX_YAML_BYTES >> 20} MiB of YAML; a registry is a few KB")
-        return yaml.load(data.decode("utf-8"), Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
+        return safe_yaml.load(data.decode("utf-8"))  # no aliases: billion laughs
     except FileNotFoundError:
         raise ZooError(f"{path}: registry file not found") from None
     except UnicodeDecodeError as e:
         raise ZooError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except _AliasRefused as e:
-        raise ZooError(f"{path}: YAML alias at line {e.line}: aliases (*name) are not allowed in a "
-                       "registry (nested ones expand exponentially); write the value out") from None
+    except safe_yaml.AliasError as e:
+        raise ZooError(f"{path}: {e}") from None
     except RecursionError:
         raise ZooError(f"{path}: YAML nested too deeply") from None
     except yaml.YAMLError as e:
