@@ -89,11 +89,13 @@ class Model:
 
         from segkit.track import Tracker
 
-        if tracker is None:
-            tracker = Tracker(**{"high_score": self.filter.threshold, **settings})
+        if tracker is None:  # a threshold given to load_model starts tracks, as --threshold does
+            explicit = None if getattr(self.filter, "kind_default", False) else self.filter.threshold
+            tracker = Tracker(**{"high_score": explicit, **settings})
         elif settings:
             raise TypeError("give either a tracker or its settings, not both")
-        model_filter = tracker.detection_filter(self.filter)
+        # the model kind's default threshold resolved first: the tracker starts tracks from it
+        model_filter = tracker.detection_filter(self.filter.for_model(self.segmenter))
         # an iterable's frames are numbered on from where a given tracker stopped
         with _video_source(source, 0 if tracker.frame is None else tracker.frame + 1) as frames:
             while (frame := frames.next()) is not None:

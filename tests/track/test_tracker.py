@@ -97,13 +97,15 @@ def test_dropped_frames_are_predicted_over():
 
 
 def test_a_low_score_detection_keeps_an_occluded_track_alive():
-    tr = Tracker()
+    tr = Tracker(high_score=0.5)
     for i in range(3):
         tr.update(frame((50, 40, 80, 80, 0.9)), i)
     out = tr.update(frame((51, 40, 81, 80, 0.3)), 3)   # half hidden: the score drops
     assert list(out.track_ids) == [1] and out.scores[0] == pytest.approx(0.3)
-    # but a low-score detection never starts a track
-    assert len(tr.update(frame((51, 40, 81, 80, 0.3), (150, 10, 170, 30, 0.3)), 4)) == 1
+    # but a low-score detection never starts a track, even seen twice
+    tr.update(frame((51, 40, 81, 80, 0.3), (150, 10, 170, 30, 0.3)), 4)
+    out = tr.update(frame((51, 40, 81, 80, 0.3), (150, 10, 170, 30, 0.3)), 5)
+    assert list(out.track_ids) == [1] and len(tr.tracks) == 1
 
 
 def test_a_single_frame_false_positive_gets_no_id():
@@ -233,3 +235,14 @@ def test_a_tracked_person_model_keeps_its_soft_edges_for_cut_outs():
     assert ((b > 0) & (b < 1)).any()                   # a ramp, not a 0/1 cut
     assert np.abs(a - b).max() < 0.02                  # the semantic result's own alpha
     assert ((b >= 0.5) == out.masks[0]).all()
+
+
+def test_high_score_is_the_settings_or_with_null_the_run_threshold():
+    from segkit.flow import Filter
+
+    default = Tracker()
+    default.detection_filter(Filter({1}, 0.25))
+    assert default.settings.high_score == 0.5          # defaults.yaml: the kind default does not lower it
+    open_tracker = Tracker(TrackSettings(high_score=None))
+    f = open_tracker.detection_filter(Filter({1}, 0.25))
+    assert open_tracker.settings.high_score == 0.25 and f.min_score == pytest.approx(0.1)

@@ -46,7 +46,7 @@ AMBIGUOUS_IOU = 0.1
 class TrackSettings:
     """The ``track:`` mapping of segkit/defaults.yaml (each key is documented there)."""
 
-    high_score: float = 0.5
+    high_score: float | None = None        # None: the run's threshold (see detection_filter)
     low_score: float = 0.1
     new_track_score: float | None = None   # None: high_score
     match_iou: float = 0.2
@@ -72,8 +72,17 @@ class TrackSettings:
         return cls(**{k: v for k, v in base.items() if k in names})
 
     @property
+    def high(self) -> float:
+        """high_score, or the instance models' default threshold when no run has set it."""
+        if self.high_score is not None:
+            return self.high_score
+        from segkit.config import default_threshold
+
+        return default_threshold(False)
+
+    @property
     def start_score(self) -> float:
-        return self.high_score if self.new_track_score is None else self.new_track_score
+        return self.high if self.new_track_score is None else self.new_track_score
 
 
 @dataclass
@@ -136,9 +145,15 @@ class Tracker:
     # ------------------------------------------------------------------ the public step
     def detection_filter(self, result_filter):
         """``result_filter`` for the model's side of a tracked run (see track/stage.py): the low
-        scores the second matching stage needs are kept."""
+        scores the second matching stage needs are kept. A tracker whose settings leave
+        ``high_score`` open takes the run's threshold as it: what an untracked run keeps is what
+        may start a track."""
+        from dataclasses import replace
+
         from segkit.track.stage import detection_filter
 
+        if self.settings.high_score is None and result_filter.threshold is not None:
+            self.settings = replace(self.settings, high_score=float(result_filter.threshold))
         return detection_filter(result_filter, self.settings.low_score)
 
     def update(self, seg: Segmentation, frame_index: int) -> Segmentation:
@@ -166,8 +181,8 @@ class Tracker:
         self.tracks = [t for t in self.tracks if frame_index - t.last <= s.max_age]
         self._predict_to(frame_index)
 
-        high = np.flatnonzero(dets.scores >= s.high_score)
-        low = np.flatnonzero((dets.scores >= s.low_score) & (dets.scores < s.high_score))
+        high = np.flatnonzero(dets.scores >= s.high)
+        low = np.flatnonzero((dets.scores >= s.low_score) & (dets.scores < s.high))
         confirmed = [t for t in self.tracks if t.id]
         unconfirmed = [t for t in self.tracks if not t.id]
         out: dict[int, Track] = {}  # detection index -> its track
