@@ -84,3 +84,13 @@ def test_davis_dog_with_the_int8_yolo_is_one_track(tmp_path, capsys, monkeypatch
     assert code == 0, err
     summary = [ln for ln in stdout.splitlines() if "frames done" in ln][-1]
     assert "6 frames done" in summary and "; 1 track;" in summary
+
+
+def test_a_video_file_is_tracked(tmp_path, capsys, monkeypatch):
+    from fixtures.clips import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", 8)
+    code, stdout, err = webcam(capsys, monkeypatch, "--source", clip, "--track", "--no-show")
+    assert code == 0, err
+    summary = [ln for ln in stdout.splitlines() if "frames done" in ln][-1]
+    assert "8 frames done" in summary and re.search(r"; \d+ tracks?;", summary) and "track " in summary
