@@ -272,8 +272,9 @@ def _check_tree(obj) -> None:
             else:
                 continue
             if count + len(below) + n > MAX_OBJECTS:
-                raise pickle.UnpicklingError(f"objects that expand to over {MAX_OBJECTS:,} when walked "
-                                             "(nested shared references: a 'billion laughs' bomb)")
+                raise pickle.UnpicklingError(f"objects that expand to over {MAX_OBJECTS:,} when walked (a "
+                                             "checkpoint holds ~20,000: nested shared references, a "
+                                             "'billion laughs' bomb, or padding)")
             if isinstance(o, dict):
                 below.extend(o.keys())
                 below.extend(o.values())
@@ -380,8 +381,10 @@ def _short(value) -> str:
     """repr of a value from the file, cut short (cheap even for a huge int or a nested list)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value) if value.bit_length() < 200 else "a huge number"
-    if isinstance(value, (str, float)) or value is None:
-        return repr(value)[:40]
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 30 else repr(value[:30])[:-1] + "...'"
+    if isinstance(value, float) or value is None:
+        return repr(value)
     return f"a {type(value).__name__}"
 
 
