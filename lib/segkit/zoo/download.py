@@ -81,9 +81,8 @@ class _RateGuard:
             since, before = samples[0]
             if now - since >= self.window and self.received - before < self.min_rate * self.window:
                 self.tripped = (f"under {self.min_rate:g} bytes/s for {self.window:g} s "
-                                f"({self.received - before} bytes in the last {now - since:.0f} s, "
-                                f"{self.received} in {now - self._start:.0f} s); the server is stalled "
-                                "or too slow (download_min_rate in segkit/defaults.yaml)")
+                                f"({self.received - before} bytes in the last {now - since:.0f} s); the "
+                                "server is stalled or too slow (download_min_rate in segkit/defaults.yaml)")
                 with self._lock:
                     if self._sock is not None:
                         _shutdown(self._sock)
