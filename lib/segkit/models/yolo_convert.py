@@ -161,6 +161,7 @@ def convert_checkpoint(pt_path: Path | str, out_dir: Path | str, imgsz: int = DE
     from segkit.models.yolo_keras import build_keras_model, check_architecture
 
     check_architecture(ck)  # refuse unknown modules before TensorFlow loads
+    _ = ck.names  # and nc / class names over the caps, before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     sha = checkpoint_sha256(pt_path, out_dir)
     head = ck.model.children["model"].children[str(len(ck.model.children["model"].children) - 1)]
