@@ -461,7 +461,7 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
             raise CheckpointError(path, f"missing zip member {_one_line(e)} (truncated or corrupt)") from None
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
             raise CheckpointError(path, f"truncated or corrupt ({_one_line(e)})") from None
-        except (AttributeError, TypeError, ValueError, IndexError, MemoryError, RecursionError) as e:
+        except (AttributeError, TypeError, ValueError, IndexError, OverflowError, MemoryError, RecursionError) as e:
             raise CheckpointError(path, f"malformed pickle ({type(e).__name__}: {_one_line(e)})") from None
     return Checkpoint(path, obj)
 
