@@ -242,7 +242,7 @@ def add_output_args(p: argparse.ArgumentParser, json_help: str) -> None:
 
 def add_refine_edges_arg(g) -> None:
     g.add_argument("--refine-edges", action="store_true",
-                   help="snap mask edges to the photo's own edges (a guided filter, about 6 ms of CPU "
+                   help="snap mask edges to the photo's own edges (a guided filter, about 5 ms of CPU "
                         "per 854x480 frame): cut-outs, overlays and --save-masks follow them")
 
 

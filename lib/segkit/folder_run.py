@@ -29,6 +29,7 @@ def settings(args, model_name: str, classes: set[int] | None = None) -> dict:
             "alpha": args.alpha if overlay else None, "save_conf": getattr(args, "save_conf", False),
             "track": getattr(args, "track", False),
             **({"only_mask": True} if getattr(args, "only_mask", False) else {}),  # same file name as the picture
+            **({"refine_edges": True} if getattr(args, "refine_edges", False) else {}),
             **{k: getattr(args, k) for k in ("imgsz", "iou") if getattr(args, k, None) is not None}}
 
 

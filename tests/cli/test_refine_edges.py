@@ -56,3 +56,12 @@ def test_save_masks_with_and_without_refine_edges(dog_frames, tmp_path, capsys):
         assert rgba.shape[2] == 4
         assert ((rgba[..., 3] >= 128) != refined).mean() < 0.001
         assert not rgba[..., :3][rgba[..., 3] == 0].any()  # nothing of the photo under alpha 0
+    # the plain run's folder, run again with --refine-edges: redone, not skipped as complete
+    capsys.readouterr()
+    code = cli.run_main(folder.main, ["-i", str(dog_frames), "-o", str(runs[False]), "--model", "yolov5s_seg_coco_int8",
+                                      "--classes", "dog", "--save-masks", "--background", "transparent",
+                                      "--no-download", "--quiet", "--refine-edges"])
+    out = capsys.readouterr()
+    assert code == 0 and f"{len(FRAMES)} images done, 0 skipped" in out.err, out
+    assert f"{len(FRAMES)} earlier outputs replaced" in out.err
+    assert all(np.array_equal(union_of_masks(runs[False], n), union_of_masks(runs[True], n)) for n in FRAMES)
