@@ -79,6 +79,8 @@ def test_models_lists_the_zoo_with_licenses_and_classes(serve_url):
     assert default["installed"] and default["loaded"] and default["classes"] == {"1": "person"}
     assert all("license" in m for m in body["models"])
     assert sum(m["installed"] for m in body["models"]) < len(body["models"])  # not all are downloaded
+    # the page starts each model at the threshold the CLI takes for its kind
+    assert default["default_threshold"] == 0.5 and by_name["yolov5s_seg_coco"]["default_threshold"] == 0.25
 
 
 def test_healthz_metrics_docs(serve_url, serve_photo):

@@ -20,6 +20,7 @@ from functools import lru_cache
 
 from segkit.invocation import command
 from segkit import options
+from segkit.config import default_threshold
 from segkit.errors import InputError, SegkitError, UsageError
 from segkit.flow import Filter
 from segkit.io.sources import Frame, MAX_PIXELS, decode_image_bytes
@@ -153,6 +154,8 @@ class Service:
                         "license": spec.license, "description": spec.description,
                         "installed": self.installed(spec.name), "loaded": spec.name in self._batchers,
                         "default": spec.name == self.default_model,
+                        # what the CLI would take without --threshold: the page's slider starts there
+                        "default_threshold": default_threshold(spec.task != "instance"),
                         "classes": None if classes is None else {str(k): v for k, v in classes.items()}})
         return out
 

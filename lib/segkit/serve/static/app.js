@@ -72,6 +72,11 @@
     if (m && m.classes) for (const name of Object.values(m.classes)) {
       const opt = document.createElement("option"); opt.value = name; list.appendChild(opt);
     }
+    // each model starts at the threshold the CLI takes for its kind (0.25 instance scores, 0.5 probabilities)
+    if (m && m.default_threshold != null) {
+      $("threshold").value = m.default_threshold;
+      $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
+    }
   }
 
   function choose(file) {
