@@ -162,3 +162,14 @@ def test_chromium_plays_the_h264_mp4_and_not_the_mp4v_fallback(h264_video, tmp_p
             w.write(f)
     ready, _, err = _browser_state(tmp_path / "old.mp4")
     assert ready < 2 and err
+
+
+def test_frames_to_gif_mp4s_are_h264_with_the_index_first(tmp_path):
+    """frames_to_gif's MP4 (and the per-track clips, segment_webcam --output: the same writer)."""
+    from segkit.io.animation import write_animation
+    if video_writer.ffmpeg_exe() is None:
+        pytest.skip("imageio-ffmpeg is not installed")
+    result = write_animation(moving_frames(6, 48, 64), tmp_path / "anim.mp4", 12)
+    data = result.path.read_bytes()
+    top = [k for k, _, _ in mp4_boxes(data)]
+    assert sample_entries(data) == ["avc1"] and top.index("moov") < top.index("mdat")
