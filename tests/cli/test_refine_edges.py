@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_path
+from conftest import shared_path
 from segkit import cli
 from segkit.commands import folder
 
@@ -17,10 +17,8 @@ FRAMES = ("00000", "00030")
 
 
 @pytest.fixture(scope="module")
-def dog_frames(tmp_path_factory):
+def dog_frames(tmp_path_factory, yolo_int8):
     src = shared_path("davis2016", "JPEGImages", "480p", "dog")
-    if not (REPO / "model_zoo" / "downloads").exists():
-        pytest.skip("no model download cache")
     d = tmp_path_factory.mktemp("dog")
     for name in FRAMES:
         shutil.copy(src / f"{name}.jpg", d / f"{name}.jpg")

@@ -6,7 +6,7 @@ import re
 import cv2
 import pytest
 
-from conftest import REPO, shared_path
+from conftest import shared_path
 from fixtures.clips import SAMPLE, count_frames
 from fixtures.moving_shapes import write_frames
 from segkit import cli
@@ -74,11 +74,9 @@ def test_realtime_is_refused_for_a_frame_folder(photo_frames, capsys, monkeypatc
     assert code == 2 and "--realtime" in err
 
 
-def test_davis_dog_with_the_int8_yolo_is_one_track(tmp_path, capsys, monkeypatch):
+def test_davis_dog_with_the_int8_yolo_is_one_track(tmp_path, capsys, monkeypatch, yolo_int8):
     """The issue's command (without --save-mots), on the first frames of a real DAVIS sequence."""
     dog = shared_path("davis2016", "JPEGImages", "480p", "dog")
-    if not (REPO / "model_zoo" / "downloads").exists():
-        pytest.skip("no model download cache")
     code, stdout, err = webcam(capsys, monkeypatch, "--source", dog, "--model", "yolov5s_seg_coco_int8",
                                "--classes", "dog", "--track", "--no-show", "--no-download", "--max-frames", 6)
     assert code == 0, err

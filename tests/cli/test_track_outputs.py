@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from conftest import REPO, shared_path
+from conftest import shared_path
 from fixtures.clips import SAMPLE
 from segkit import cli
 
@@ -63,12 +63,10 @@ def test_person_frames_give_a_mots_file_and_a_clip_per_track(tmp_path, capsys, m
     assert "MOTS" in stdout and "per-track clip" in stdout
 
 
-def test_the_issues_davis_command_writes_a_mots_file(tmp_path, capsys, monkeypatch):
+def test_the_issues_davis_command_writes_a_mots_file(tmp_path, capsys, monkeypatch, yolo_int8):
     """segment_webcam --source DAVIS/dog --model yolov5s_seg_coco_int8 --classes dog --track
     --save-mots dog.txt --no-show, on its first frames."""
     dog = shared_path("davis2016", "JPEGImages", "480p", "dog")
-    if not (REPO / "model_zoo" / "downloads").exists():
-        pytest.skip("no model download cache")
     monkeypatch.chdir(tmp_path)
     code, stdout, err = webcam(capsys, monkeypatch, "--source", dog, "--model", "yolov5s_seg_coco_int8",
                                "--classes", "dog", "--track", "--save-mots", "dog.txt", "--no-show",
