@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO
 from fixtures.clips import SAMPLE
-from segkit import cli
+from fixtures.commands import folder_run
 
 FRAMES = 24
 
@@ -36,14 +36,6 @@ def frames(tmp_path_factory) -> Path:
             im[:, 177 + i:297 + i] = patch
         cv2.imwrite(str(folder / f"{i:04d}.jpg"), im)
     return folder
-
-
-def folder_run(capsys, *args) -> tuple[int, str, str]:
-    from segkit.commands import folder
-
-    code = cli.run_main(folder.main, [str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def ids(out: Path) -> dict[str, list[tuple[int, int]]]:

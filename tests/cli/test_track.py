@@ -8,18 +8,8 @@ import pytest
 
 from conftest import shared_path
 from fixtures.clips import SAMPLE, count_frames
+from fixtures.commands import webcam
 from fixtures.moving_shapes import write_frames
-from segkit import cli
-
-
-def webcam(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    from segkit.commands import webcam as mod
-
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    code = cli.run_main(mod.main, [str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,7 @@ from pycocotools import mask as mask_utils
 
 from conftest import shared_path
 from fixtures.clips import SAMPLE
-from segkit import cli
-
-
-def webcam(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    from segkit.commands import webcam as mod
-
-    monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    code = cli.run_main(mod.main, [str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from fixtures.commands import folder_run, webcam
 
 
 def read_mots(path):
@@ -81,14 +71,6 @@ def test_the_issues_davis_command_writes_a_mots_file(tmp_path, capsys, monkeypat
 
 
 # ----------------------------------------------------------------------------- segment_folder --track
-def folder_run(capsys, *args) -> tuple[int, str, str]:
-    from segkit.commands import folder
-
-    code = cli.run_main(folder.main, [str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.fixture(scope="module")
 def people_frames(tmp_path_factory):
     """12 frames: the sample photo of people sliding right over a black frame."""
