@@ -20,7 +20,7 @@ def instances_of(seg: Segmentation, min_fraction: float = 0.0) -> Segmentation:
     widened by the edge fringe), so cut-outs of a tracked person model keep their soft edges."""
     if not seg.is_semantic:
         return seg
-    from segkit.edges import FRINGE
+    from segkit.edges import FRINGE, ramp
 
     height, width = seg.height, seg.width
     min_pixels = max(1.0, min_fraction * height * width)
@@ -56,7 +56,7 @@ def instances_of(seg: Segmentation, min_fraction: float = 0.0) -> Segmentation:
         p = seg.probs[y0:y1, x0:x1, i]
         # probability -> soft with the threshold at 0.5 (as instance models' soft masks);
         # another blob's pixels in the widened box are not this one's
-        q = np.where(p < t, p * (0.5 / max(t, 1e-6)), 0.5 + (p - t) * (0.5 / max(1 - t, 1e-6)))
+        q = ramp(p, t, width=2.0)  # the whole 0..1 range: 0 -> 0, t -> 0.5, 1 -> 1
         q[(p >= t) & ~inside] = 0
         soft[k, y0:y1, x0:x1] = np.clip(q * 255 + 0.5, 0, 255).astype(np.uint8)
     return replace(out, masks=masks, soft=soft,
